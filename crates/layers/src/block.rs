@@ -1,0 +1,132 @@
+//! `Block`: one Transformer block, communication (attention) then computation (feed-forward),
+//! each behind a pre-LayerNorm residual connection.
+
+use crate::registry::{LayerContext, LayerError};
+use crate::{
+    FeedForward, FeedForwardConfig, FeedForwardSpec, LayerNorm, LayerNormConfig,
+    MultiHeadAttention, MultiHeadAttentionConfig, MultiHeadAttentionSpec,
+};
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What a config writes: `Block(n_head: 4)`, gpt.py's block. `ffn_mult` sets the feed-forward
+/// width (4× by default); `dropout` defaults to the model's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockSpec {
+    pub n_head: usize,
+    pub ffn_mult: usize,
+    pub dropout: Option<f64>,
+}
+
+impl Default for BlockSpec {
+    fn default() -> Self {
+        Self {
+            n_head: 1,
+            ffn_mult: 4,
+            dropout: None,
+        }
+    }
+}
+
+impl BlockSpec {
+    pub fn resolve(&self, ctx: &LayerContext, d_input: usize) -> Result<BlockConfig, LayerError> {
+        let attention = MultiHeadAttentionSpec {
+            n_head: self.n_head,
+            head_size: None,
+            projection: true,
+            dropout: self.dropout,
+        }
+        .resolve(ctx, d_input)
+        .map_err(|e| e.within("Block"))?;
+        let feed_forward = FeedForwardSpec {
+            mult: self.ffn_mult,
+            projection: true,
+            dropout: self.dropout,
+        }
+        .resolve(ctx, d_input)
+        .map_err(|e| e.within("Block"))?;
+        Ok(BlockConfig::new(attention, feed_forward))
+    }
+}
+
+#[derive(Config, Debug)]
+pub struct BlockConfig {
+    pub attention: MultiHeadAttentionConfig,
+    pub feed_forward: FeedForwardConfig,
+}
+
+impl BlockConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Block<B> {
+        let width = self.attention.d_input;
+        Block {
+            ln1: LayerNormConfig::new(width).init(device),
+            attention: self.attention.init(device),
+            ln2: LayerNormConfig::new(width).init(device),
+            feed_forward: self.feed_forward.init(device),
+        }
+    }
+
+    pub fn d_output(&self) -> usize {
+        self.attention.d_input
+    }
+}
+
+/// `x + sa(ln1(x))`, then `x + ffwd(ln2(x))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub ln1: LayerNorm<B>,
+    pub attention: MultiHeadAttention<B>,
+    pub ln2: LayerNorm<B>,
+    pub feed_forward: FeedForward<B>,
+}
+
+impl<B: Backend> Block<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = x.clone() + self.attention.forward(self.ln1.forward(x));
+        x.clone() + self.feed_forward.forward(self.ln2.forward(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    fn block(n_embd: usize, n_head: usize) -> Block<TestBackend> {
+        BlockSpec {
+            n_head,
+            ..Default::default()
+        }
+        .resolve(&LayerContext::for_tests(n_embd), n_embd)
+        .unwrap()
+        .init(&Default::default())
+    }
+
+    #[test]
+    fn shape_params_and_causality() {
+        let block = block(32, 4);
+        // gpt.py's Block at n_embd 32: attention 3*32*32 + proj 32*32+32, FFN 32*128+128 +
+        // 128*32+32, two LayerNorms 2*64.
+        assert_eq!(block.num_params(), 12_608);
+        let x = random_input::<TestBackend>([2, 8, 32]);
+        assert_eq!(block.forward(x.clone()).dims(), [2, 8, 32]);
+        for t in [0, 4, 7] {
+            assert_causal(|x| block.forward(x), x.clone(), t);
+        }
+    }
+
+    #[test]
+    fn bad_head_count_names_the_block() {
+        let err = BlockSpec {
+            n_head: 3,
+            ..Default::default()
+        }
+        .resolve(&LayerContext::for_tests(32), 32)
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Block") && err.contains("n_head = 3"), "{err}");
+    }
+}

@@ -1,0 +1,147 @@
+//! `FeedForward`: the per-position MLP, `Linear + ReLU` with an optional output projection.
+
+use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
+use crate::WeightInit;
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear, Relu};
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What a config writes. The tutorial's stage is `FeedForward(mult: 1, projection: false)`:
+/// `Linear(C, C) + ReLU`; gpt.py's is the default `FeedForward()`: `Linear(C, 4C) + ReLU +
+/// Linear(4C, C) + Dropout`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedForwardSpec {
+    /// Hidden width as a multiple of the input width.
+    pub mult: usize,
+    pub projection: bool,
+    /// Dropout on the output; defaults to the model's.
+    pub dropout: Option<f64>,
+}
+
+impl Default for FeedForwardSpec {
+    fn default() -> Self {
+        Self {
+            mult: 4,
+            projection: true,
+            dropout: None,
+        }
+    }
+}
+
+impl FeedForwardSpec {
+    pub fn resolve(
+        &self,
+        ctx: &LayerContext,
+        d_input: usize,
+    ) -> Result<FeedForwardConfig, LayerError> {
+        check_positive("FeedForward", "mult", self.mult)?;
+        let dropout = self.dropout.unwrap_or(ctx.dropout);
+        check_dropout("FeedForward", dropout)?;
+        Ok(
+            FeedForwardConfig::new(d_input, self.mult * d_input, ctx.init)
+                .with_projection(self.projection)
+                .with_dropout(dropout),
+        )
+    }
+}
+
+#[derive(Config, Debug)]
+pub struct FeedForwardConfig {
+    pub d_input: usize,
+    pub d_hidden: usize,
+    pub init: WeightInit,
+    #[config(default = true)]
+    pub projection: bool,
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl FeedForwardConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> FeedForward<B> {
+        FeedForward {
+            hidden: self.init.linear(self.d_input, self.d_hidden, true, device),
+            activation: Relu::new(),
+            projection: self
+                .projection
+                .then(|| self.init.linear(self.d_hidden, self.d_input, true, device)),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+
+    pub fn d_output(&self) -> usize {
+        if self.projection {
+            self.d_input
+        } else {
+            self.d_hidden
+        }
+    }
+}
+
+/// A position-wise MLP: every time step is transformed on its own.
+#[derive(Module, Debug)]
+pub struct FeedForward<B: Backend> {
+    pub hidden: Linear<B>,
+    pub activation: Relu,
+    pub projection: Option<Linear<B>>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> FeedForward<B> {
+    /// `[batch, time, d_input]` -> `[batch, time, d_output]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = self.activation.forward(self.hidden.forward(x));
+        let h = match &self.projection {
+            Some(projection) => projection.forward(h),
+            None => h,
+        };
+        self.dropout.forward(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    #[test]
+    fn tutorial_and_gpt_shapes() {
+        let device = Default::default();
+        let x = random_input::<TestBackend>([2, 8, 32]);
+        let tutorial = FeedForwardConfig::new(32, 32, WeightInit::PyTorch)
+            .with_projection(false)
+            .init::<TestBackend>(&device);
+        assert_eq!(tutorial.forward(x.clone()).dims(), [2, 8, 32]);
+        assert_eq!(tutorial.num_params(), 32 * 32 + 32);
+        let gpt = FeedForwardConfig::new(32, 128, WeightInit::PyTorch).init::<TestBackend>(&device);
+        assert_eq!(gpt.forward(x.clone()).dims(), [2, 8, 32]);
+        assert_eq!(gpt.num_params(), 32 * 128 + 128 + 128 * 32 + 32);
+        let wide = FeedForwardConfig::new(32, 64, WeightInit::PyTorch)
+            .with_projection(false)
+            .init::<TestBackend>(&device);
+        assert_eq!(wide.forward(x).dims(), [2, 8, 64]);
+    }
+
+    #[test]
+    fn works_position_by_position() {
+        let ffn = FeedForwardConfig::new(16, 64, WeightInit::PyTorch)
+            .init::<TestBackend>(&Default::default());
+        let x = random_input::<TestBackend>([1, 5, 16]);
+        let whole = ffn.forward(x.clone()).slice([0..1, 2..3, 0..16]);
+        let alone = ffn.forward(x.slice([0..1, 2..3, 0..16]));
+        whole
+            .into_data()
+            .assert_approx_eq::<f32>(&alone.into_data(), Default::default());
+    }
+
+    #[test]
+    fn output_is_non_negative_without_projection() {
+        let ffn = FeedForwardConfig::new(8, 8, WeightInit::PyTorch)
+            .with_projection(false)
+            .init::<TestBackend>(&Default::default());
+        let min: f32 = ffn.forward(random_input([4, 4, 8])).min().into_scalar();
+        assert!(min >= 0.0);
+    }
+}

@@ -1,0 +1,117 @@
+//! `Head`: one head of causal self-attention, the tutorial's first attention layer.
+
+use crate::attention::{causal_attention, merge_heads, split_heads};
+use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
+use crate::WeightInit;
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What a config writes: `Head(head_size: 32)`. `head_size` defaults to the input width.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadSpec {
+    pub head_size: Option<usize>,
+    /// Dropout on the attention weights; defaults to the model's `dropout`.
+    pub dropout: Option<f64>,
+}
+
+impl HeadSpec {
+    pub fn resolve(&self, ctx: &LayerContext, d_input: usize) -> Result<HeadConfig, LayerError> {
+        let head_size = self.head_size.unwrap_or(d_input);
+        check_positive("Head", "head_size", head_size)?;
+        let dropout = self.dropout.unwrap_or(ctx.dropout);
+        check_dropout("Head", dropout)?;
+        Ok(HeadConfig::new(d_input, head_size, ctx.init).with_dropout(dropout))
+    }
+}
+
+#[derive(Config, Debug)]
+pub struct HeadConfig {
+    pub d_input: usize,
+    pub head_size: usize,
+    pub init: WeightInit,
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl HeadConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Head<B> {
+        let proj = || {
+            self.init
+                .linear(self.d_input, self.head_size, false, device)
+        };
+        Head {
+            key: proj(),
+            query: proj(),
+            value: proj(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+
+    pub fn d_output(&self) -> usize {
+        self.head_size
+    }
+}
+
+/// Causal self-attention with a single head: key, query and value projections without bias.
+#[derive(Module, Debug)]
+pub struct Head<B: Backend> {
+    pub key: Linear<B>,
+    pub query: Linear<B>,
+    pub value: Linear<B>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> Head<B> {
+    /// `[batch, time, d_input]` -> `[batch, time, head_size]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let project = |linear: &Linear<B>| split_heads(linear.forward(x.clone()), 1);
+        let out = causal_attention(
+            project(&self.query),
+            project(&self.key),
+            project(&self.value),
+            &self.dropout,
+        );
+        merge_heads(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    #[test]
+    fn output_shape_and_causality() {
+        let head =
+            HeadConfig::new(32, 16, WeightInit::PyTorch).init::<TestBackend>(&Default::default());
+        let x = random_input::<TestBackend>([2, 8, 32]);
+        assert_eq!(head.forward(x.clone()).dims(), [2, 8, 16]);
+        for t in [0, 3, 7] {
+            assert_causal(|x| head.forward(x), x.clone(), t);
+        }
+    }
+
+    #[test]
+    fn first_position_returns_its_own_value() {
+        // With one visible position the attention weight is exactly 1.
+        let head =
+            HeadConfig::new(8, 8, WeightInit::PyTorch).init::<TestBackend>(&Default::default());
+        let x = random_input::<TestBackend>([1, 4, 8]);
+        let first = head.forward(x.clone()).slice([0..1, 0..1, 0..8]);
+        let value = head.value.forward(x).slice([0..1, 0..1, 0..8]);
+        first
+            .into_data()
+            .assert_approx_eq::<f32>(&value.into_data(), Default::default());
+    }
+
+    #[test]
+    fn parameter_count_has_no_bias() {
+        let head =
+            HeadConfig::new(32, 32, WeightInit::PyTorch).init::<TestBackend>(&Default::default());
+        assert_eq!(head.num_params(), 3 * 32 * 32);
+    }
+}

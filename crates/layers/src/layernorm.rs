@@ -1,0 +1,94 @@
+//! `LayerNorm`: normalises each position's features to zero mean and unit variance, then scales
+//! and shifts them (gpt.py's `ln_f`, and inside every `Block`).
+
+use crate::registry::{LayerContext, LayerError};
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What a config writes: `LayerNorm()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayerNormSpec {
+    pub epsilon: f64,
+}
+
+impl Default for LayerNormSpec {
+    fn default() -> Self {
+        Self { epsilon: 1e-5 }
+    }
+}
+
+impl LayerNormSpec {
+    pub fn resolve(
+        &self,
+        _ctx: &LayerContext,
+        d_input: usize,
+    ) -> Result<LayerNormConfig, LayerError> {
+        if !(self.epsilon > 0.0 && self.epsilon.is_finite()) {
+            return Err(LayerError::Invalid {
+                layer: "LayerNorm",
+                reason: format!(
+                    "epsilon must be a small positive number, got {}",
+                    self.epsilon
+                ),
+            });
+        }
+        Ok(LayerNormConfig::new(d_input).with_epsilon(self.epsilon))
+    }
+}
+
+#[derive(Config, Debug)]
+pub struct LayerNormConfig {
+    pub d_model: usize,
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+}
+
+impl LayerNormConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LayerNorm<B> {
+        LayerNorm {
+            norm: burn::nn::LayerNormConfig::new(self.d_model)
+                .with_epsilon(self.epsilon)
+                .init(device),
+        }
+    }
+
+    pub fn d_output(&self) -> usize {
+        self.d_model
+    }
+}
+
+/// Layer normalisation over the feature dimension, with learned scale (ones) and shift (zeros).
+/// Wraps Burn's, whose `layer_norm` backend op a backend may fuse.
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    pub norm: burn::nn::LayerNorm<B>,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.norm.forward(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    #[test]
+    fn normalises_each_position() {
+        let ln = LayerNormConfig::new(16).init::<TestBackend>(&Default::default());
+        let x = random_input::<TestBackend>([2, 3, 16]) * 7.0 + 3.0;
+        let y = ln.forward(x);
+        assert_eq!(y.dims(), [2, 3, 16]);
+        let mean: f32 = y.clone().mean_dim(2).abs().max().into_scalar();
+        let var = y.var_bias(2);
+        let var_err: f32 = (var - 1.0).abs().max().into_scalar();
+        assert!(mean < 1e-5, "{mean}");
+        assert!(var_err < 1e-3, "{var_err}");
+        assert_eq!(ln.num_params(), 32);
+    }
+}

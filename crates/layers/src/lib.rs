@@ -1,0 +1,65 @@
+//! The Transformer's building blocks, generic over the Burn backend, and the registry that lets a
+//! RON config name them.
+//!
+//! Every layer maps `[batch, time, d_in]` to `[batch, time, d_out]` and lives in its own file as a
+//! Burn `XConfig` + `X<B>` pair, plus an `XSpec`: what a config file writes, resolved against the
+//! model's sizes into the `XConfig`. See [`registry`] for how a layer kind is added.
+
+#[macro_use]
+mod macros;
+
+pub mod attention;
+pub mod block;
+pub mod feedforward;
+pub mod head;
+pub mod init;
+pub mod layernorm;
+pub mod multihead;
+pub mod registry;
+
+pub use block::{Block, BlockConfig, BlockSpec};
+pub use feedforward::{FeedForward, FeedForwardConfig, FeedForwardSpec};
+pub use head::{Head, HeadConfig, HeadSpec};
+pub use init::WeightInit;
+pub use layernorm::{LayerNorm, LayerNormConfig, LayerNormSpec};
+pub use multihead::{MultiHeadAttention, MultiHeadAttentionConfig, MultiHeadAttentionSpec};
+pub use registry::{Layer, LayerConfig, LayerContext, LayerError, LayerSpec, REGISTERED_LAYERS};
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use burn::backend::NdArray;
+    use burn::tensor::{backend::Backend, Distribution, Tensor};
+
+    pub type TestBackend = NdArray<f32>;
+
+    pub fn random_input<B: Backend>(dims: [usize; 3]) -> Tensor<B, 3> {
+        Tensor::random(dims, Distribution::Normal(0.0, 1.0), &Default::default())
+    }
+
+    /// Changes the input at time step `t` and checks that outputs before `t` do not move.
+    pub fn assert_causal<B: Backend>(
+        forward: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>,
+        input: Tensor<B, 3>,
+        t: usize,
+    ) {
+        let [b, time, c] = input.dims();
+        let changed = input.clone().slice_assign(
+            [0..b, t..t + 1, 0..c],
+            Tensor::random([b, 1, c], Distribution::Normal(5.0, 1.0), &input.device()),
+        );
+        let before = forward(input);
+        let after = forward(changed);
+        let d = before.dims()[2];
+        let past = |x: Tensor<B, 3>| x.slice([0..b, 0..t, 0..d]);
+        let future = |x: Tensor<B, 3>| x.slice([0..b, t..time, 0..d]);
+        past(before.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&past(after.clone()).into_data(), Default::default());
+        let moved = (future(before) - future(after)).abs().max().into_scalar();
+        let moved: f32 = burn::tensor::ElementConversion::elem(moved);
+        assert!(
+            moved > 1e-4,
+            "the changed position itself must affect the output"
+        );
+    }
+}

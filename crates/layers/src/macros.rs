@@ -1,0 +1,67 @@
+//! `layer_registry!`: generates the spec, config and module enums that dispatch to every
+//! registered layer kind (see [`crate::registry`]).
+
+macro_rules! layer_registry {
+    ($($name:ident => $spec:ty, $config:ty, $module:ident::$layer:ident),+ $(,)?) => {
+        /// The names a config may use for a layer, in registration order.
+        pub const REGISTERED_LAYERS: &[&str] = &[$(stringify!($name)),+];
+
+        /// A layer as a config file writes it: its registered name and its settings.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub enum LayerSpec {
+            $($name($spec)),+
+        }
+
+        /// A layer's full, validated configuration.
+        #[derive(Debug, Clone)]
+        pub enum LayerConfig {
+            $($name($config)),+
+        }
+
+        /// Any registered layer, as a Burn module.
+        #[derive(Module, Debug)]
+        pub enum Layer<B: Backend> {
+            $($name($module::$layer<B>)),+
+        }
+
+        impl LayerSpec {
+            /// The registered name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$name(_) => stringify!($name)),+
+                }
+            }
+
+            /// Validates the settings for an input of width `d_input`.
+            pub fn resolve(&self, ctx: &LayerContext, d_input: usize) -> Result<LayerConfig, LayerError> {
+                match self {
+                    $(Self::$name(spec) => spec.resolve(ctx, d_input).map(LayerConfig::$name)),+
+                }
+            }
+        }
+
+        impl LayerConfig {
+            pub fn init<B: Backend>(&self, device: &B::Device) -> Layer<B> {
+                match self {
+                    $(Self::$name(config) => Layer::$name(config.init(device))),+
+                }
+            }
+
+            /// The width of this layer's output.
+            pub fn d_output(&self) -> usize {
+                match self {
+                    $(Self::$name(config) => config.d_output()),+
+                }
+            }
+        }
+
+        impl<B: Backend> Layer<B> {
+            /// `[batch, time, d_input]` -> `[batch, time, d_output]`.
+            pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+                match self {
+                    $(Self::$name(layer) => layer.forward(x)),+
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,188 @@
+//! `MultiHeadAttention`: several causal attention heads in parallel, concatenated.
+
+use crate::attention::{causal_attention, merge_heads, split_heads};
+use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
+use crate::WeightInit;
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What a config writes: `MultiHeadAttention(n_head: 4)`. `head_size` defaults to
+/// `d_input / n_head`; `projection` adds the output Linear (gpt.py's `proj`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MultiHeadAttentionSpec {
+    pub n_head: usize,
+    pub head_size: Option<usize>,
+    pub projection: bool,
+    /// Dropout on the attention weights and after the projection; defaults to the model's.
+    pub dropout: Option<f64>,
+}
+
+impl Default for MultiHeadAttentionSpec {
+    fn default() -> Self {
+        Self {
+            n_head: 1,
+            head_size: None,
+            projection: false,
+            dropout: None,
+        }
+    }
+}
+
+impl MultiHeadAttentionSpec {
+    pub fn resolve(
+        &self,
+        ctx: &LayerContext,
+        d_input: usize,
+    ) -> Result<MultiHeadAttentionConfig, LayerError> {
+        let layer = "MultiHeadAttention";
+        check_positive(layer, "n_head", self.n_head)?;
+        let head_size = match self.head_size {
+            Some(size) => size,
+            None if d_input % self.n_head == 0 => d_input / self.n_head,
+            None => {
+                return Err(LayerError::Invalid {
+                    layer,
+                    reason: format!(
+                        "n_head = {} does not divide the input width {d_input}; \
+                         pick n_head that divides it or set head_size",
+                        self.n_head
+                    ),
+                })
+            }
+        };
+        check_positive(layer, "head_size", head_size)?;
+        let dropout = self.dropout.unwrap_or(ctx.dropout);
+        check_dropout(layer, dropout)?;
+        Ok(
+            MultiHeadAttentionConfig::new(d_input, self.n_head, head_size, ctx.init)
+                .with_projection(self.projection)
+                .with_dropout(dropout),
+        )
+    }
+}
+
+#[derive(Config, Debug)]
+pub struct MultiHeadAttentionConfig {
+    pub d_input: usize,
+    pub n_head: usize,
+    pub head_size: usize,
+    pub init: WeightInit,
+    #[config(default = false)]
+    pub projection: bool,
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl MultiHeadAttentionConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MultiHeadAttention<B> {
+        let width = self.n_head * self.head_size;
+        let proj = || self.init.linear(self.d_input, width, false, device);
+        MultiHeadAttention {
+            key: proj(),
+            query: proj(),
+            value: proj(),
+            projection: self
+                .projection
+                .then(|| self.init.linear(width, self.d_input, true, device)),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            n_head: self.n_head,
+        }
+    }
+
+    pub fn d_output(&self) -> usize {
+        if self.projection {
+            self.d_input
+        } else {
+            self.n_head * self.head_size
+        }
+    }
+}
+
+/// The tutorial's list of `Head`s computed as one batched attention: the key, query and value
+/// weights of head `h` are columns `h*head_size..(h+1)*head_size` of the matrices below.
+#[derive(Module, Debug)]
+pub struct MultiHeadAttention<B: Backend> {
+    pub key: Linear<B>,
+    pub query: Linear<B>,
+    pub value: Linear<B>,
+    pub projection: Option<Linear<B>>,
+    pub dropout: Dropout,
+    pub n_head: usize,
+}
+
+impl<B: Backend> MultiHeadAttention<B> {
+    /// `[batch, time, d_input]` -> `[batch, time, d_output]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let project = |linear: &Linear<B>| split_heads(linear.forward(x.clone()), self.n_head);
+        let heads = causal_attention(
+            project(&self.query),
+            project(&self.key),
+            project(&self.value),
+            &self.dropout,
+        );
+        let out = merge_heads(heads);
+        match &self.projection {
+            Some(projection) => self.dropout.forward(projection.forward(out)),
+            None => out,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+    use crate::HeadConfig;
+    use burn::tensor::Tensor;
+
+    #[test]
+    fn output_shape_and_causality() {
+        let device = Default::default();
+        let mha = MultiHeadAttentionConfig::new(32, 4, 8, WeightInit::PyTorch)
+            .with_projection(true)
+            .init::<TestBackend>(&device);
+        let x = random_input::<TestBackend>([3, 8, 32]);
+        assert_eq!(mha.forward(x.clone()).dims(), [3, 8, 32]);
+        for t in [0, 5, 7] {
+            assert_causal(|x| mha.forward(x), x.clone(), t);
+        }
+        assert_eq!(mha.num_params(), 3 * 32 * 32 + 32 * 32 + 32);
+    }
+
+    #[test]
+    fn equals_concatenated_single_heads() {
+        let device = Default::default();
+        let mha = MultiHeadAttentionConfig::new(16, 2, 8, WeightInit::PyTorch)
+            .init::<TestBackend>(&device);
+        let x = random_input::<TestBackend>([2, 6, 16]);
+        let heads: Vec<Tensor<TestBackend, 3>> = (0..2)
+            .map(|h| {
+                let mut head =
+                    HeadConfig::new(16, 8, WeightInit::PyTorch).init::<TestBackend>(&device);
+                let cols =
+                    |l: &Linear<TestBackend>| l.weight.val().slice([0..16, h * 8..(h + 1) * 8]);
+                head.key.weight = head.key.weight.map(|_| cols(&mha.key));
+                head.query.weight = head.query.weight.map(|_| cols(&mha.query));
+                head.value.weight = head.value.weight.map(|_| cols(&mha.value));
+                head.forward(x.clone())
+            })
+            .collect();
+        Tensor::cat(heads, 2)
+            .into_data()
+            .assert_approx_eq::<f32>(&mha.forward(x).into_data(), Default::default());
+    }
+
+    #[test]
+    fn n_head_must_divide_width() {
+        let spec = MultiHeadAttentionSpec {
+            n_head: 5,
+            ..Default::default()
+        };
+        let err = spec.resolve(&LayerContext::for_tests(32), 32).unwrap_err();
+        assert!(err.to_string().contains("n_head = 5"), "{err}");
+    }
+}

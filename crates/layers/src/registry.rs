@@ -1,0 +1,159 @@
+//! The layer registry: the one list of layer kinds a config may name.
+//!
+//! A layer kind is a file providing `XSpec` (serde: what the config writes, with
+//! `resolve(&LayerContext, d_input) -> Result<XConfig, LayerError>`), `XConfig` (with
+//! `init(&device) -> X<B>` and `d_output()`) and `X<B>` (a Burn module with
+//! `forward([batch, time, d_input]) -> [batch, time, d_output]`). Registering it is one line in
+//! the `layer_registry!` call below; the config then names it, e.g. `Block(n_head: 4)`, and an
+//! unknown name is rejected with the list of registered ones.
+
+use crate::{block, feedforward, head, layernorm, multihead, WeightInit};
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+layer_registry! {
+    Head => head::HeadSpec, head::HeadConfig, head::Head,
+    MultiHeadAttention => multihead::MultiHeadAttentionSpec, multihead::MultiHeadAttentionConfig, multihead::MultiHeadAttention,
+    FeedForward => feedforward::FeedForwardSpec, feedforward::FeedForwardConfig, feedforward::FeedForward,
+    Block => block::BlockSpec, block::BlockConfig, block::Block,
+    LayerNorm => layernorm::LayerNormSpec, layernorm::LayerNormConfig, layernorm::LayerNorm,
+}
+
+/// What every layer may depend on besides its own settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerContext {
+    /// The model's embedding width.
+    pub n_embd: usize,
+    /// The longest context the model sees.
+    pub block_size: usize,
+    /// The model's default dropout probability; a layer's own `dropout` overrides it.
+    pub dropout: f64,
+    pub init: WeightInit,
+}
+
+impl LayerContext {
+    #[cfg(test)]
+    pub(crate) fn for_tests(n_embd: usize) -> Self {
+        Self {
+            n_embd,
+            block_size: 8,
+            dropout: 0.0,
+            init: WeightInit::PyTorch,
+        }
+    }
+}
+
+/// A layer's settings that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LayerError {
+    #[error("{layer}: {reason}")]
+    Invalid { layer: &'static str, reason: String },
+}
+
+impl LayerError {
+    /// Prefixes the enclosing layer's name: "Block: MultiHeadAttention: ...".
+    pub(crate) fn within(self, outer: &'static str) -> Self {
+        match self {
+            LayerError::Invalid { layer, reason } => LayerError::Invalid {
+                layer: outer,
+                reason: format!("{layer}: {reason}"),
+            },
+        }
+    }
+}
+
+pub(crate) fn check_positive(
+    layer: &'static str,
+    field: &str,
+    value: usize,
+) -> Result<(), LayerError> {
+    if value == 0 {
+        return Err(LayerError::Invalid {
+            layer,
+            reason: format!("{field} must be at least 1, got 0"),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_dropout(layer: &'static str, p: f64) -> Result<(), LayerError> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(LayerError::Invalid {
+            layer,
+            reason: format!("dropout must be in [0, 1), got {p}"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    fn parse(text: &str) -> Result<Vec<LayerSpec>, ron::error::SpannedError> {
+        ron::Options::default()
+            .with_default_extension(
+                ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES
+                    | ron::extensions::Extensions::IMPLICIT_SOME,
+            )
+            .from_str(text)
+    }
+
+    #[test]
+    fn configs_name_layers_by_registered_name() {
+        let specs = parse(
+            "[Head(head_size: 16), MultiHeadAttention(n_head: 4, projection: true), \
+             FeedForward(mult: 1, projection: false), Block(n_head: 2), LayerNorm()]",
+        )
+        .unwrap();
+        let names: Vec<_> = specs.iter().map(LayerSpec::name).collect();
+        assert_eq!(names, REGISTERED_LAYERS);
+        // Each layer's output width feeds the next.
+        let ctx = LayerContext::for_tests(32);
+        let mut width = 32;
+        let device = Default::default();
+        let x = random_input::<TestBackend>([2, 8, 32]);
+        let mut y = x;
+        for spec in &specs {
+            let config = spec.resolve(&ctx, width).unwrap();
+            width = config.d_output();
+            y = config.init::<TestBackend>(&device).forward(y);
+            assert_eq!(y.dims(), [2, 8, width]);
+        }
+        assert_eq!(width, 16);
+    }
+
+    #[test]
+    fn unknown_layer_lists_registered_names() {
+        let err = parse("[Block(n_head: 4), Conv2d(kernel: 3)]")
+            .unwrap_err()
+            .to_string();
+        for name in REGISTERED_LAYERS {
+            assert!(err.contains(name), "{err}");
+        }
+        assert!(err.contains("Conv2d"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let err = parse("[Block(n_heads: 4)]").unwrap_err().to_string();
+        assert!(err.contains("n_heads"), "{err}");
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        let ctx = LayerContext::for_tests(32);
+        for text in [
+            "[Head(head_size: 0)]",
+            "[FeedForward(mult: 0)]",
+            "[MultiHeadAttention(n_head: 0)]",
+            "[Block(n_head: 4, dropout: 1.0)]",
+            "[LayerNorm(epsilon: -1.0)]",
+        ] {
+            let spec = &parse(text).unwrap()[0];
+            assert!(spec.resolve(&ctx, 32).is_err(), "{text} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The model section of a config ([`ModelSpec`]) and its validated form ([`ModelConfig`]).
+
+use crate::LanguageModel;
+use burn::nn::EmbeddingConfig;
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+use tinygpt_layers::{LayerConfig, LayerContext, LayerError, LayerSpec, WeightInit};
+
+/// The architecture as a config file writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Embedding width; defaults to the vocabulary size (the bigram model's logits table).
+    #[serde(default)]
+    pub n_embd: Option<usize>,
+    /// The longest context the model sees (and the length of training windows).
+    pub block_size: usize,
+    /// Learned position embedding added to the token embedding.
+    #[serde(default = "yes")]
+    pub position_embedding: bool,
+    /// The layer stack, by registered name, applied in order.
+    #[serde(default)]
+    pub layers: Vec<LayerSpec>,
+    /// A final Linear from the last layer's width to the vocabulary.
+    #[serde(default = "yes")]
+    pub lm_head: bool,
+    /// Default dropout probability for every layer that has dropout.
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "pytorch_init")]
+    pub init: WeightInit,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn pytorch_init() -> WeightInit {
+    WeightInit::PyTorch
+}
+
+/// An architecture that cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    #[error("model.{field} must be at least 1, got 0")]
+    Zero { field: &'static str },
+    #[error("model.dropout must be in [0, 1), got {0}")]
+    Dropout(f64),
+    #[error("model.init: the standard deviation must be positive and finite, got {0}")]
+    InitStd(f64),
+    #[error("model.layers[{index}] ({name}): {source}")]
+    Layer {
+        index: usize,
+        name: &'static str,
+        source: LayerError,
+    },
+    #[error(
+        "without an lm_head the last layer's width ({width}) must equal the vocabulary size \
+         ({vocab_size}): set lm_head: true, or make the model output vocab_size features"
+    )]
+    OutputWidth { width: usize, vocab_size: usize },
+}
+
+/// One layer of a validated model: what the config said, and what it resolved to.
+#[derive(Debug, Clone)]
+pub struct ResolvedLayer {
+    pub spec: LayerSpec,
+    pub config: LayerConfig,
+    pub d_input: usize,
+}
+
+/// A validated architecture for a given vocabulary.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub vocab_size: usize,
+    pub n_embd: usize,
+    pub block_size: usize,
+    pub position_embedding: bool,
+    pub layers: Vec<ResolvedLayer>,
+    pub lm_head: bool,
+    pub init: WeightInit,
+}
+
+impl ModelSpec {
+    /// Checks every size and layer against a vocabulary of `vocab_size` tokens.
+    pub fn resolve(&self, vocab_size: usize) -> Result<ModelConfig, ModelError> {
+        let n_embd = self.n_embd.unwrap_or(vocab_size);
+        for (field, value) in [
+            ("n_embd", n_embd),
+            ("block_size", self.block_size),
+            ("vocab_size", vocab_size),
+        ] {
+            if value == 0 {
+                return Err(ModelError::Zero { field });
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ModelError::Dropout(self.dropout));
+        }
+        if let WeightInit::Normal { std } = self.init {
+            if !(std > 0.0 && std.is_finite()) {
+                return Err(ModelError::InitStd(std));
+            }
+        }
+        let ctx = LayerContext {
+            n_embd,
+            block_size: self.block_size,
+            dropout: self.dropout,
+            init: self.init,
+        };
+        let mut width = n_embd;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (index, spec) in self.layers.iter().enumerate() {
+            let config = spec
+                .resolve(&ctx, width)
+                .map_err(|source| ModelError::Layer {
+                    index,
+                    name: spec.name(),
+                    source,
+                })?;
+            layers.push(ResolvedLayer {
+                spec: spec.clone(),
+                d_input: width,
+                config,
+            });
+            width = layers[index].config.d_output();
+        }
+        if !self.lm_head && width != vocab_size {
+            return Err(ModelError::OutputWidth { width, vocab_size });
+        }
+        Ok(ModelConfig {
+            vocab_size,
+            n_embd,
+            block_size: self.block_size,
+            position_embedding: self.position_embedding,
+            layers,
+            lm_head: self.lm_head,
+            init: self.init,
+        })
+    }
+}
+
+impl ModelConfig {
+    /// The width of the last layer's output (the lm_head's input).
+    pub fn d_final(&self) -> usize {
+        self.layers
+            .last()
+            .map_or(self.n_embd, |layer| layer.config.d_output())
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LanguageModel<B> {
+        let embedding = |rows| {
+            EmbeddingConfig::new(rows, self.n_embd)
+                .with_initializer(self.init.embedding())
+                .init(device)
+        };
+        LanguageModel {
+            token_embedding: embedding(self.vocab_size),
+            position_embedding: self.position_embedding.then(|| embedding(self.block_size)),
+            layers: self
+                .layers
+                .iter()
+                .map(|layer| layer.config.init(device))
+                .collect(),
+            lm_head: self.lm_head.then(|| {
+                self.init
+                    .linear(self.d_final(), self.vocab_size, true, device)
+            }),
+            block_size: self.block_size,
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The character-level language model: token (and position) embeddings, the registered layer
+//! stack from the config, and an optional `lm_head`, with cross-entropy loss and seeded sampling.
+//! The bigram model is the same machinery with no position embedding, no layers and an
+//! embedding as wide as the vocabulary.
+
+mod config;
+mod model;
+mod sampling;
+
+pub use config::{ModelConfig, ModelError, ModelSpec, ResolvedLayer};
+pub use model::{cross_entropy, LanguageModel, LayerSummary};
+pub use sampling::{Sampler, Sampling};
+pub use tinygpt_layers::{LayerSpec, WeightInit, REGISTERED_LAYERS};

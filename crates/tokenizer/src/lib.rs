@@ -1,0 +1,206 @@
+//! Character-level tokenization: a [`Tokenizer`] trait and [`CharTokenizer`], whose vocabulary is
+//! the sorted set of distinct characters of the corpus it was fitted on (65 for Tiny Shakespeare).
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+
+/// Why text could not be tokenized.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenizerError {
+    #[error(
+        "character {ch:?} (U+{code:04X}) at position {position} is not in the vocabulary of {vocab_size} characters"
+    )]
+    UnknownChar {
+        ch: char,
+        code: u32,
+        position: usize,
+        vocab_size: usize,
+    },
+    #[error("token id {id} is outside the vocabulary of {vocab_size} tokens")]
+    UnknownToken { id: usize, vocab_size: usize },
+    #[error("cannot fit a vocabulary on an empty text")]
+    EmptyCorpus,
+}
+
+/// Maps text to token ids and back.
+pub trait Tokenizer {
+    fn vocab_size(&self) -> usize;
+    fn encode(&self, text: &str) -> Result<Vec<usize>, TokenizerError>;
+    fn decode(&self, ids: &[usize]) -> Result<String, TokenizerError>;
+}
+
+/// One token per distinct character, ids in character order (as `sorted(set(text))` in the tutorial).
+///
+/// Serialises as its character list alone; the reverse index is rebuilt on load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CharVocab", into = "CharVocab")]
+pub struct CharTokenizer {
+    chars: Vec<char>,
+    index: HashMap<char, usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CharVocab {
+    chars: String,
+}
+
+impl CharTokenizer {
+    /// Fits the vocabulary: the sorted distinct characters of `text`.
+    pub fn fit(text: &str) -> Result<Self, TokenizerError> {
+        let distinct: BTreeSet<char> = text.chars().collect();
+        if distinct.is_empty() {
+            return Err(TokenizerError::EmptyCorpus);
+        }
+        Ok(Self::from_chars(distinct.into_iter().collect()))
+    }
+
+    fn from_chars(chars: Vec<char>) -> Self {
+        let index = chars.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+        Self { chars, index }
+    }
+
+    /// The vocabulary, in id order.
+    pub fn chars(&self) -> &[char] {
+        &self.chars
+    }
+
+    /// Every character of `text` that is not in the vocabulary, once each, in order of appearance.
+    pub fn unknown_chars(&self, text: &str) -> Vec<char> {
+        let mut seen = BTreeSet::new();
+        text.chars()
+            .filter(|c| !self.index.contains_key(c) && seen.insert(*c))
+            .collect()
+    }
+}
+
+impl Tokenizer for CharTokenizer {
+    fn vocab_size(&self) -> usize {
+        self.chars.len()
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<usize>, TokenizerError> {
+        text.chars()
+            .enumerate()
+            .map(|(position, ch)| {
+                self.index
+                    .get(&ch)
+                    .copied()
+                    .ok_or(TokenizerError::UnknownChar {
+                        ch,
+                        code: ch as u32,
+                        position,
+                        vocab_size: self.chars.len(),
+                    })
+            })
+            .collect()
+    }
+
+    fn decode(&self, ids: &[usize]) -> Result<String, TokenizerError> {
+        ids.iter()
+            .map(|&id| {
+                self.chars
+                    .get(id)
+                    .copied()
+                    .ok_or(TokenizerError::UnknownToken {
+                        id,
+                        vocab_size: self.chars.len(),
+                    })
+            })
+            .collect()
+    }
+}
+
+impl TryFrom<CharVocab> for CharTokenizer {
+    type Error = String;
+
+    fn try_from(vocab: CharVocab) -> Result<Self, Self::Error> {
+        let chars: Vec<char> = vocab.chars.chars().collect();
+        let distinct: BTreeSet<char> = chars.iter().copied().collect();
+        if chars.is_empty() {
+            return Err("the vocabulary is empty".into());
+        }
+        if distinct.len() != chars.len() || !chars.is_sorted() {
+            return Err("the vocabulary must list distinct characters in sorted order".into());
+        }
+        Ok(Self::from_chars(chars))
+    }
+}
+
+impl From<CharTokenizer> for CharVocab {
+    fn from(tokenizer: CharTokenizer) -> Self {
+        Self {
+            chars: tokenizer.chars.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "First Citizen:\nBefore we proceed any further, hear me speak.\n";
+
+    #[test]
+    fn vocabulary_is_sorted_distinct_chars() {
+        let tok = CharTokenizer::fit("hello").unwrap();
+        assert_eq!(tok.chars(), &['e', 'h', 'l', 'o']);
+        assert_eq!(tok.vocab_size(), 4);
+        assert_eq!(tok.encode("hello").unwrap(), vec![1, 0, 2, 2, 3]);
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let tok = CharTokenizer::fit(TEXT).unwrap();
+        let ids = tok.encode(TEXT).unwrap();
+        assert_eq!(ids.len(), TEXT.chars().count());
+        assert!(ids.iter().all(|&id| id < tok.vocab_size()));
+        assert_eq!(tok.decode(&ids).unwrap(), TEXT);
+    }
+
+    #[test]
+    fn unknown_char_is_an_error_naming_it() {
+        let tok = CharTokenizer::fit(TEXT).unwrap();
+        let err = tok.encode("hear mZ").unwrap_err();
+        assert_eq!(
+            err,
+            TokenizerError::UnknownChar {
+                ch: 'Z',
+                code: 'Z' as u32,
+                position: 6,
+                vocab_size: tok.vocab_size()
+            }
+        );
+        assert!(err.to_string().contains("'Z'"), "{err}");
+        assert_eq!(tok.unknown_chars("ZaZq!"), vec!['Z', 'q', '!']);
+    }
+
+    #[test]
+    fn unknown_token_id_is_an_error() {
+        let tok = CharTokenizer::fit("ab").unwrap();
+        assert_eq!(
+            tok.decode(&[0, 2]).unwrap_err(),
+            TokenizerError::UnknownToken {
+                id: 2,
+                vocab_size: 2
+            }
+        );
+    }
+
+    #[test]
+    fn empty_corpus_is_an_error() {
+        assert_eq!(
+            CharTokenizer::fit("").unwrap_err(),
+            TokenizerError::EmptyCorpus
+        );
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_the_vocabulary() {
+        let tok = CharTokenizer::fit(TEXT).unwrap();
+        let json = serde_json::to_string(&tok).unwrap();
+        let back: CharTokenizer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, tok);
+        assert!(serde_json::from_str::<CharTokenizer>(r#"{"chars":"ba"}"#).is_err());
+        assert!(serde_json::from_str::<CharTokenizer>(r#"{"chars":""}"#).is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! Which Burn backend runs: the CLI and config pick one, the model code stays generic.
+
+use burn::tensor::backend::AutodiffBackend;
+use std::fmt;
+use std::str::FromStr;
+
+/// The backends tinygpt can train on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// Burn's ndarray CPU backend (multi-threaded, SIMD).
+    #[default]
+    NdArray,
+    /// Burn's pure-Rust `flex` CPU backend.
+    Flex,
+    /// NVIDIA GPUs through CUDA (needs the `cuda` cargo feature and a driver at run time).
+    Cuda,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [BackendKind::NdArray, BackendKind::Flex, BackendKind::Cuda];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::NdArray => "ndarray",
+            BackendKind::Flex => "flex",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this build can run the backend at all.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            BackendKind::NdArray | BackendKind::Flex => true,
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| BackendError::Unknown(s.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("unknown backend {0:?}: choose ndarray, flex or cuda")]
+    Unknown(String),
+    #[error(
+        "this tinygpt was built without CUDA support: rebuild with `--features cuda` \
+         (e.g. `cargo xtask train CONFIG --features cuda -- --backend cuda`), or use \
+         --backend ndarray or --backend flex"
+    )]
+    CudaNotCompiled,
+    #[error(
+        "no usable CUDA device: {0}\n\
+         Check that an NVIDIA GPU and its driver are present (`nvidia-smi`), or use \
+         --backend ndarray or --backend flex"
+    )]
+    CudaUnavailable(String),
+}
+
+/// Work that runs on whichever backend is chosen: implement it once, generically.
+pub trait BackendTask {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) -> Self::Output;
+}
+
+pub type NdArrayBackend = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+pub type FlexBackend = burn::backend::Autodiff<burn::backend::Flex>;
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>;
+
+/// Runs `task` on the backend `kind`, after checking that the backend can run here.
+pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
+    match kind {
+        BackendKind::NdArray => Ok(task.run::<NdArrayBackend>(Default::default(), kind)),
+        BackendKind::Flex => Ok(task.run::<FlexBackend>(Default::default(), kind)),
+        BackendKind::Cuda => run_cuda(task),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda<T: BackendTask>(_task: T) -> Result<T::Output, BackendError> {
+    Err(BackendError::CudaNotCompiled)
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda<T: BackendTask>(task: T) -> Result<T::Output, BackendError> {
+    let device = burn::backend::cuda::CudaDevice::default();
+    probe_cuda(&device)?;
+    Ok(task.run::<CudaBackend>(device, BackendKind::Cuda))
+}
+
+/// Burn's CUDA runtime panics when the driver or device is missing; turn that into an error
+/// before any real work starts.
+#[cfg(feature = "cuda")]
+fn probe_cuda(device: &burn::backend::cuda::CudaDevice) -> Result<(), BackendError> {
+    use burn::tensor::Tensor;
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        Tensor::<burn::backend::Cuda<f32, i32>, 1>::ones([4], device)
+            .sum()
+            .into_scalar()
+    });
+    std::panic::set_hook(hook);
+    match probe {
+        Ok(sum) if (sum - 4.0).abs() < 1e-6 => Ok(()),
+        Ok(sum) => Err(BackendError::CudaUnavailable(format!(
+            "a test sum returned {sum} instead of 4"
+        ))),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the CUDA runtime failed to start".into());
+            Err(BackendError::CudaUnavailable(reason))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        assert_eq!("ndarray".parse::<BackendKind>(), Ok(BackendKind::NdArray));
+        assert_eq!("FLEX".parse::<BackendKind>(), Ok(BackendKind::Flex));
+        assert_eq!("cuda".parse::<BackendKind>(), Ok(BackendKind::Cuda));
+        let err = "tpu".parse::<BackendKind>().unwrap_err().to_string();
+        assert!(err.contains("ndarray, flex or cuda"), "{err}");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        struct Nothing;
+        impl BackendTask for Nothing {
+            type Output = ();
+            fn run<B: AutodiffBackend>(self, _: B::Device, _: BackendKind) {}
+        }
+        let err = dispatch(BackendKind::Cuda, Nothing).unwrap_err();
+        assert_eq!(err, BackendError::CudaNotCompiled);
+        assert!(err.to_string().contains("--features cuda"));
+    }
+}

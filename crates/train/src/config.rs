@@ -1,0 +1,249 @@
+//! The run config: one RON file declaring the architecture, the data and the training run.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tinygpt_data::CorpusSource;
+use tinygpt_model::ModelSpec;
+
+/// A whole config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub data: DataSpec,
+    pub training: TrainingSpec,
+}
+
+/// Which text to train on and how to split it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSpec {
+    pub corpus: Corpus,
+    /// Share of the tokens used for training; the rest validates.
+    pub train_fraction: f64,
+}
+
+impl Default for DataSpec {
+    fn default() -> Self {
+        Self {
+            corpus: Corpus::TinyShakespeare,
+            train_fraction: 0.9,
+        }
+    }
+}
+
+/// Where the corpus comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Corpus {
+    /// Tiny Shakespeare at `data/tinyshakespeare/input.txt`, downloaded and verified on first use.
+    TinyShakespeare,
+    /// A local UTF-8 text file.
+    File {
+        path: PathBuf,
+        #[serde(default)]
+        sha256: Option<String>,
+    },
+    /// A text file downloaded from `url` to `path` on first use.
+    Url {
+        url: String,
+        path: PathBuf,
+        #[serde(default)]
+        sha256: Option<String>,
+    },
+}
+
+/// Where Tiny Shakespeare is cached, relative to the working directory.
+pub const TINY_SHAKESPEARE_PATH: &str = "data/tinyshakespeare/input.txt";
+
+impl Corpus {
+    pub fn source(&self) -> CorpusSource {
+        match self {
+            Corpus::TinyShakespeare => CorpusSource::tiny_shakespeare(TINY_SHAKESPEARE_PATH),
+            Corpus::File { path, sha256 } => CorpusSource {
+                path: path.clone(),
+                url: None,
+                sha256: sha256.clone(),
+            },
+            Corpus::Url { url, path, sha256 } => CorpusSource {
+                path: path.clone(),
+                url: Some(url.clone()),
+                sha256: sha256.clone(),
+            },
+        }
+    }
+}
+
+/// The optimisation run, as the tutorial's hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    pub batch_size: usize,
+    pub max_iters: usize,
+    pub learning_rate: f64,
+    /// Estimate train/val loss (and checkpoint) every this many steps.
+    pub eval_interval: usize,
+    /// Batches averaged per loss estimate.
+    pub eval_iters: usize,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub optimizer: AdamWSpec,
+    /// Characters generated at the end of training.
+    #[serde(default = "default_sample_tokens")]
+    pub sample_tokens: usize,
+    /// How many step checkpoints to keep (the best one is kept besides).
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+}
+
+fn default_seed() -> u64 {
+    1337
+}
+fn default_sample_tokens() -> usize {
+    500
+}
+fn default_keep() -> usize {
+    3
+}
+
+/// AdamW with PyTorch's defaults (Burn's differ: eps 1e-5, weight decay 1e-4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWSpec {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWSpec {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// A config that cannot be read or cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl RunConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses RON text; `origin` names it in errors. Layer and corpus settings may be written
+    /// without the extra parentheses (`Block(n_head: 4)`), and optional values without `Some`.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: RunConfig = ron_options()
+            .from_str(text)
+            .map_err(|e| ConfigError::Syntax {
+                path: origin.to_string(),
+                line: e.position.line,
+                column: e.position.col,
+                message: e.code.to_string(),
+            })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// The config as RON, for checkpoints and run directories.
+    pub fn to_ron(&self) -> String {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default().struct_names(false))
+            .expect("a run config always serialises")
+    }
+
+    /// Checks what can be checked without the corpus.
+    fn check(&self) -> Result<(), String> {
+        let t = &self.training;
+        let positive = [
+            ("batch_size", t.batch_size),
+            ("eval_interval", t.eval_interval),
+            ("eval_iters", t.eval_iters),
+            ("keep_checkpoints", t.keep_checkpoints),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(format!("training.{field} must be at least 1, got 0"));
+            }
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            return Err(format!(
+                "training.learning_rate must be a positive number, got {}",
+                t.learning_rate
+            ));
+        }
+        let o = &t.optimizer;
+        for (field, value) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(format!(
+                    "training.optimizer.{field} must be in [0, 1), got {value}"
+                ));
+            }
+        }
+        if !(o.eps > 0.0 && o.eps.is_finite()) {
+            return Err(format!(
+                "training.optimizer.eps must be positive, got {}",
+                o.eps
+            ));
+        }
+        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
+            return Err(format!(
+                "training.optimizer.weight_decay must be zero or positive, got {}",
+                o.weight_decay
+            ));
+        }
+        let f = self.data.train_fraction;
+        if !(f > 0.0 && f < 1.0) {
+            return Err(format!(
+                "data.train_fraction must be strictly between 0 and 1, got {f}"
+            ));
+        }
+        // Sizes that do not depend on the vocabulary are checked now, so `info` and `train` fail
+        // before touching the corpus; the full check runs once the vocabulary is known.
+        if self.model.n_embd.is_some() {
+            match self.model.resolve(PLACEHOLDER_VOCAB) {
+                Ok(_) | Err(tinygpt_model::ModelError::OutputWidth { .. }) => {}
+                Err(other) => return Err(other.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Any vocabulary size works for the early check: no layer's validity depends on it.
+const PLACEHOLDER_VOCAB: usize = 65;
+
+pub(crate) fn ron_options() -> ron::Options {
+    use ron::extensions::Extensions;
+    ron::Options::default()
+        .with_default_extension(Extensions::UNWRAP_VARIANT_NEWTYPES | Extensions::IMPLICIT_SOME)
+}
