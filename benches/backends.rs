@@ -1,1 +1,85 @@
-fn main() {}
+//! Compares the CPU backends on the tutorial's final model (`configs/transformer.ron`, batch 32,
+//! block 8): a forward pass, and a full training step (forward, backward, AdamW).
+//!
+//! `cargo bench --bench backends`; add `--features cuda` on a GPU machine to include CUDA.
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Int, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::path::Path;
+use tinygpt_model::{LanguageModel, ModelConfig};
+use tinygpt_train::{BackendKind, BackendTask, RunConfig};
+
+const VOCAB: usize = 65;
+const BATCH: usize = 32;
+
+fn transformer() -> ModelConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/transformer.ron");
+    RunConfig::load(&path)
+        .expect("configs/transformer.ron parses")
+        .model
+        .resolve(VOCAB)
+        .expect("transformer.ron is valid")
+}
+
+struct Bench<'a> {
+    c: &'a mut Criterion,
+    config: &'a ModelConfig,
+}
+
+impl BackendTask for Bench<'_> {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) {
+        let config = self.config;
+        let tokens = |device: &B::Device| {
+            Tensor::<B, 2>::random(
+                [BATCH, config.block_size],
+                Distribution::Uniform(0.0, VOCAB as f64),
+                device,
+            )
+            .int()
+        };
+        let mut model: LanguageModel<B> = config.init(&device);
+        let (idx, targets): (Tensor<B, 2, Int>, Tensor<B, 2, Int>) =
+            (tokens(&device), tokens(&device));
+
+        let mut group = self.c.benchmark_group("transformer");
+        let inference = model.valid();
+        let inner_idx = idx.clone().inner();
+        group.bench_function(format!("forward/{kind}"), |b| {
+            b.iter(|| {
+                let logits = inference.forward(inner_idx.clone());
+                B::InnerBackend::sync(&logits.device()).expect("sync");
+            })
+        });
+
+        let mut optimizer = AdamWConfig::new().init::<B, LanguageModel<B>>();
+        group.bench_function(format!("train_step/{kind}"), |b| {
+            b.iter(|| {
+                let (_, loss) = model.forward_loss(idx.clone(), targets.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optimizer.step(1e-3, model.clone(), grads);
+                B::sync(&device).expect("sync");
+            })
+        });
+        group.finish();
+    }
+}
+
+fn backends(c: &mut Criterion) {
+    let config = transformer();
+    for kind in BackendKind::ALL {
+        if !kind.compiled_in() {
+            continue;
+        }
+        if let Err(e) = tinygpt_train::dispatch(kind, Bench { c, config: &config }) {
+            eprintln!("skipping {kind}: {e}");
+        }
+    }
+}
+
+criterion_group!(benches, backends);
+criterion_main!(benches);

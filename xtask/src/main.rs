@@ -1,1 +1,114 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <task>`:
+//!
+//! - `train CONFIG [ARGS...]`: build the CLI in release mode and train (`tinygpt train`).
+//! - `generate RUN_DIR [ARGS...]`: build in release mode and generate (`tinygpt generate`).
+//! - `ci`: format check, clippy with warnings as errors, the test suite, `cargo check --features cuda`.
+//!
+//! `--features cuda` before the config is passed to cargo, e.g.
+//! `cargo xtask train configs/gpt.ron --features cuda --backend cuda`.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  train CONFIG [--features cuda] [tinygpt train options]   build release, then train
+  generate RUN_DIR [--features cuda] [tinygpt generate options]
+  ci                                                       fmt, clippy, tests, cuda check";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("train") | Some("generate") => {
+            let task = task.expect("matched");
+            if rest.is_empty() {
+                bail!("`cargo xtask {task}` needs an argument\n\n{USAGE}");
+            }
+            run_cli(&task, rest)
+        }
+        Some("ci") => ci(),
+        Some("-h") | Some("--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn status(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds `tinygpt` with `--release` and runs it with `task` and the remaining arguments.
+fn run_cli(task: &str, args: Vec<String>) -> Result<()> {
+    let mut features = Vec::new();
+    let mut cli_args = Vec::new();
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--features" {
+            features.push(iter.next().context("--features needs a value")?);
+        } else if let Some(value) = arg.strip_prefix("--features=") {
+            features.push(value.to_string());
+        } else {
+            cli_args.push(arg);
+        }
+    }
+    let mut build = cargo();
+    build.args(["build", "--release", "--package", "tinygpt"]);
+    if !features.is_empty() {
+        build.args(["--features", &features.join(",")]);
+    }
+    status(&mut build)?;
+    let binary = workspace_root()
+        .join("target/release")
+        .join(format!("tinygpt{}", std::env::consts::EXE_SUFFIX));
+    status(Command::new(binary).arg(task).args(cli_args))
+}
+
+fn ci() -> Result<()> {
+    status(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    status(cargo().args(["test", "--workspace"]))?;
+    status(cargo().args(["check", "--package", "tinygpt", "--features", "cuda"]))
+}

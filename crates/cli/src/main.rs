@@ -1,1 +1,284 @@
-fn main() {}
+//! `tinygpt`: inspect a config, train a character-level GPT, and generate text from a run.
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tinygpt_model::{Sampler, Sampling};
+use tinygpt_tokenizer::Tokenizer;
+use tinygpt_train::{
+    dispatch, load_model, open_run, prepare, train, BackendKind, BackendTask, Prepared, RunConfig,
+    TrainOptions, TrainReport,
+};
+
+/// Train and sample character-level GPT language models (the "GPT from scratch" tutorial's
+/// models, from a bigram table to a Transformer) on the CPU or a CUDA GPU.
+#[derive(Parser)]
+#[command(name = "tinygpt", version, propagate_version = true)]
+#[command(after_help = "Example:\n  tinygpt train configs/transformer.ron\n  \
+    tinygpt generate runs/transformer --prompt \"ROMEO:\"")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a config's architecture, layer by layer, with parameter counts.
+    Info {
+        /// A RON config, e.g. configs/transformer.ron.
+        config: PathBuf,
+    },
+    /// Train the model a config describes; writes checkpoints, metrics.csv and a sample to the
+    /// run directory.
+    Train(TrainArgs),
+    /// Generate text from a trained run (its newest checkpoint) or a checkpoint file.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// A RON config, e.g. configs/transformer.ron.
+    config: PathBuf,
+    /// Where the computation runs: ndarray or flex (CPU), or cuda (needs the `cuda` feature).
+    #[arg(long, default_value = "ndarray")]
+    backend: BackendKind,
+    /// Run directory [default: runs/<config name>, or runs/<config name>-N if that holds a run].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override the config's number of training steps.
+    #[arg(long)]
+    max_iters: Option<usize>,
+    /// Override the config's random seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print only the final summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// A run directory written by `tinygpt train`, or a .ckpt file.
+    run: PathBuf,
+    /// Text to continue [default: start from a newline].
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// How many characters to generate.
+    #[arg(long, default_value_t = 500)]
+    max_new_tokens: usize,
+    /// Sampling temperature: lower is more conservative; 0 always picks the likeliest character.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Sample only among the k likeliest characters.
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Where the computation runs: ndarray, flex or cuda.
+    #[arg(long, default_value = "ndarray")]
+    backend: BackendKind,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info { config } => info(&config),
+        Command::Train(args) => train_command(args),
+        Command::Generate(args) => generate_command(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_prepared(path: &Path) -> Result<Prepared> {
+    let config = RunConfig::load(path)?;
+    Ok(prepare(config, &path.display().to_string())?)
+}
+
+fn info(path: &Path) -> Result<()> {
+    let prepared = load_prepared(path)?;
+    let model = prepared
+        .model
+        .init::<burn::backend::NdArray<f32>>(&Default::default());
+    let rows = model.summary(&prepared.model);
+    let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let detail_width = rows.iter().map(|r| r.detail.len()).max().unwrap_or(0);
+    let shape_width = rows.iter().map(|r| r.shape.len()).max().unwrap_or(0);
+    println!(
+        "{}: vocab {}, n_embd {}, block_size {}",
+        path.display(),
+        prepared.model.vocab_size,
+        prepared.model.n_embd,
+        prepared.model.block_size
+    );
+    for row in &rows {
+        println!(
+            "  {:name_width$}  {:detail_width$}  {:shape_width$}  {:>12}",
+            row.name,
+            row.detail,
+            row.shape,
+            group_digits(row.params)
+        );
+    }
+    let total: usize = rows.iter().map(|r| r.params).sum();
+    println!("total parameters: {}", group_digits(total));
+    Ok(())
+}
+
+fn group_digits(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `runs/<stem>`, or the first `runs/<stem>-N` that holds no run yet: never overwrite results.
+fn default_run_dir(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let base = Path::new("runs");
+    let taken = |dir: &Path| dir.join("checkpoints").exists() || dir.join("config.ron").exists();
+    let first = base.join(&stem);
+    if !taken(&first) {
+        return first;
+    }
+    (2..)
+        .map(|n| base.join(format!("{stem}-{n}")))
+        .find(|dir| !taken(dir))
+        .expect("some suffix is free")
+}
+
+struct TrainTask<'a> {
+    prepared: &'a Prepared,
+    options: TrainOptions,
+}
+
+impl BackendTask for TrainTask<'_> {
+    type Output = Result<TrainReport, tinygpt_train::TrainError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) -> Self::Output {
+        train::<B>(self.prepared, &self.options, &device, kind)
+    }
+}
+
+fn train_command(args: TrainArgs) -> Result<()> {
+    let mut config = RunConfig::load(&args.config)?;
+    if let Some(max_iters) = args.max_iters {
+        config.training.max_iters = max_iters;
+    }
+    if let Some(seed) = args.seed {
+        config.training.seed = seed;
+    }
+    let prepared = prepare(config, &args.config.display().to_string())?;
+    let run_dir = args.out.unwrap_or_else(|| default_run_dir(&args.config));
+    let options = TrainOptions {
+        run_dir,
+        progress: !args.quiet,
+        verbose: !args.quiet,
+    };
+    let report = dispatch(
+        args.backend,
+        TrainTask {
+            prepared: &prepared,
+            options,
+        },
+    )??;
+    let last = report.final_loss();
+    println!(
+        "done: {} steps on {} in {:.1}s ({:.0} tokens/s): train loss {:.4}, val loss {:.4}",
+        last.step,
+        report.backend,
+        report.wall_time.as_secs_f64(),
+        report.tokens_per_sec,
+        last.train,
+        last.val
+    );
+    println!(
+        "run directory: {} (generate with: tinygpt generate {})",
+        report.run_dir.display(),
+        report.run_dir.display()
+    );
+    Ok(())
+}
+
+struct GenerateTask<'a> {
+    args: &'a GenerateArgs,
+}
+
+impl BackendTask for GenerateTask<'_> {
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, _kind: BackendKind) -> Self::Output {
+        let args = self.args;
+        let run = open_run(&args.run)?;
+        let unknown = run.tokenizer.unknown_chars(&args.prompt);
+        if !unknown.is_empty() {
+            let listed: Vec<String> = unknown.iter().map(|c| format!("{c:?}")).collect();
+            bail!(
+                "the prompt contains characters the model never saw: {} (its vocabulary has {} \
+                 characters)",
+                listed.join(", "),
+                run.tokenizer.vocab_size()
+            );
+        }
+        let prompt = run.tokenizer.encode(&args.prompt)?;
+        let model = load_model::<B::InnerBackend>(&run.model, &run.checkpoint.model, &device)
+            .with_context(|| format!("loading weights from {}", run.path.display()))?;
+        let mut sampler = Sampler::new(
+            Sampling {
+                temperature: args.temperature,
+                top_k: args.top_k,
+            },
+            args.seed,
+        );
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let mut write_error = None;
+        write!(out, "{}", args.prompt)?;
+        model.generate_with(&prompt, args.max_new_tokens, &mut sampler, |token| {
+            let text = run.tokenizer.decode(&[token]).unwrap_or_default();
+            match write!(out, "{text}").and_then(|_| out.flush()) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_error = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        match write_error.map_or_else(|| writeln!(out), Err) {
+            // A closed pipe (`| head`) is a normal way to stop reading.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+fn generate_command(args: GenerateArgs) -> Result<()> {
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        bail!(
+            "--temperature must be 0 or positive, got {}",
+            args.temperature
+        );
+    }
+    if args.top_k == Some(0) {
+        bail!("--top-k must be at least 1");
+    }
+    dispatch(args.backend, GenerateTask { args: &args })?
+}

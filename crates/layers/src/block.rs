@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub struct BlockSpec {
     pub n_head: usize,
     pub ffn_mult: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
 }
 

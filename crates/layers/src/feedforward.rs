@@ -18,6 +18,7 @@ pub struct FeedForwardSpec {
     pub mult: usize,
     pub projection: bool,
     /// Dropout on the output; defaults to the model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
 }
 

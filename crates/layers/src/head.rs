@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeadSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub head_size: Option<usize>,
     /// Dropout on the attention weights; defaults to the model's `dropout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
 }
 

@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct MultiHeadAttentionSpec {
     pub n_head: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub head_size: Option<usize>,
     pub projection: bool,
     /// Dropout on the attention weights and after the projection; defaults to the model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
 }
 

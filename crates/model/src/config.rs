@@ -12,6 +12,7 @@ use tinygpt_layers::{LayerConfig, LayerContext, LayerError, LayerSpec, WeightIni
 pub struct ModelSpec {
     /// Embedding width; defaults to the vocabulary size (the bigram model's logits table).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n_embd: Option<usize>,
     /// The longest context the model sees (and the length of training windows).
     pub block_size: usize,

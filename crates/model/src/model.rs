@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use std::ops::ControlFlow;
 use tinygpt_layers::Layer;
 
 /// `idx -> token_embedding (+ position_embedding) -> layers -> lm_head -> logits`.
@@ -61,47 +62,59 @@ impl<B: Backend> LanguageModel<B> {
         (logits, loss)
     }
 
-    /// Continues `prompt` by `max_new_tokens` sampled tokens, calling `on_token` with each as it
-    /// is produced; returns the new tokens. The context is cropped to the last `block_size`
-    /// tokens, so memory stays bounded however long the generation.
+    /// Continues `prompt` by `max_new_tokens` sampled tokens and returns them.
     pub fn generate(
         &self,
         prompt: &[usize],
         max_new_tokens: usize,
         sampler: &mut Sampler,
-        mut on_token: impl FnMut(usize),
     ) -> Vec<usize> {
+        let mut generated = Vec::with_capacity(max_new_tokens.min(1 << 16));
+        self.generate_with(prompt, max_new_tokens, sampler, |token| {
+            generated.push(token);
+            ControlFlow::Continue(())
+        });
+        generated
+    }
+
+    /// Continues `prompt` by `max_new_tokens` sampled tokens, handing each to `on_token` as it
+    /// is produced; `on_token` may stop early with `ControlFlow::Break`. Only the last `block_size` tokens are kept as context, so memory stays
+    /// bounded however long the generation.
+    pub fn generate_with(
+        &self,
+        prompt: &[usize],
+        max_new_tokens: usize,
+        sampler: &mut Sampler,
+        mut on_token: impl FnMut(usize) -> ControlFlow<()>,
+    ) {
         let device = self.token_embedding.weight.device();
-        let mut context: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
+        let keep_from = prompt.len().saturating_sub(self.block_size);
+        let mut context: Vec<i64> = prompt[keep_from..].iter().map(|&t| t as i64).collect();
         if context.is_empty() {
             // The tutorial starts from token 0 (a newline in Tiny Shakespeare).
             context.push(0);
         }
-        let mut generated = Vec::with_capacity(max_new_tokens.min(1 << 20));
         for _ in 0..max_new_tokens {
             let start = context.len().saturating_sub(self.block_size);
-            let window = &context[start..];
+            context.drain(..start);
             let idx = Tensor::<B, 2, Int>::from_data(
-                TensorData::new(window.to_vec(), [1, window.len()]),
+                TensorData::new(context.clone(), [1, context.len()]),
                 &device,
             );
             let logits = self.forward(idx);
             let [_, time, vocab] = logits.dims();
-            let last = logits.slice([0..1, time - 1..time, 0..vocab]);
-            let values: Vec<f32> = last
+            let last: Vec<f32> = logits
+                .slice([0..1, time - 1..time, 0..vocab])
                 .into_data()
                 .convert::<f32>()
                 .to_vec()
                 .expect("logits convert to f32");
-            let token = sampler.sample(&values);
-            on_token(token);
-            generated.push(token);
-            context.push(token as i64);
-            if context.len() > 4 * self.block_size {
-                context.drain(..context.len() - self.block_size);
+            let token = sampler.sample(&last);
+            if on_token(token).is_break() {
+                return;
             }
+            context.push(token as i64);
         }
-        generated
     }
 
     /// The architecture, one row per part, with parameter counts.
@@ -123,8 +136,7 @@ impl<B: Backend> LanguageModel<B> {
         for (i, (layer, resolved)) in self.layers.iter().zip(&config.layers).enumerate() {
             rows.push(LayerSummary {
                 name: format!("layers[{i}]"),
-                detail: ron::to_string(&resolved.spec)
-                    .unwrap_or_else(|_| resolved.spec.name().into()),
+                detail: describe(&resolved.spec),
                 shape: format!(
                     "[B, T, {}] -> [B, T, {}]",
                     resolved.d_input,
@@ -156,4 +168,20 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int
     let log_probs = log_softmax(logits.reshape([batch * time, vocab]), 1);
     let picked = log_probs.gather(1, targets.reshape([batch * time, 1]));
     picked.mean().neg()
+}
+
+/// A layer spec as a config would write it: `Block(n_head: 4, ffn_mult: 4)`.
+fn describe(spec: &tinygpt_layers::LayerSpec) -> String {
+    use ron::extensions::Extensions;
+    let compact = ron::ser::PrettyConfig::new()
+        .compact_structs(true)
+        .compact_arrays(true)
+        .extensions(Extensions::UNWRAP_VARIANT_NEWTYPES | Extensions::IMPLICIT_SOME);
+    ron::ser::to_string_pretty(spec, compact)
+        .map(|text| {
+            // Drop the `#![enable(...)]` header lines the extensions add.
+            let body: Vec<&str> = text.lines().filter(|l| !l.starts_with("#!")).collect();
+            body.join(" ")
+        })
+        .unwrap_or_else(|_| spec.name().into())
 }

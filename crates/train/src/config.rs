@@ -177,8 +177,8 @@ impl RunConfig {
 
     /// The config as RON, for checkpoints and run directories.
     pub fn to_ron(&self) -> String {
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default().struct_names(false))
-            .expect("a run config always serialises")
+        let pretty = ron::ser::PrettyConfig::default().extensions(RON_EXTENSIONS);
+        ron::ser::to_string_pretty(self, pretty).expect("a run config always serialises")
     }
 
     /// Checks what can be checked without the corpus.
@@ -229,21 +229,24 @@ impl RunConfig {
         }
         // Sizes that do not depend on the vocabulary are checked now, so `info` and `train` fail
         // before touching the corpus; the full check runs once the vocabulary is known.
-        if self.model.n_embd.is_some() {
-            match self.model.resolve(PLACEHOLDER_VOCAB) {
-                Ok(_) | Err(tinygpt_model::ModelError::OutputWidth { .. }) => {}
-                Err(other) => return Err(other.to_string()),
-            }
+        match self.model.resolve(PLACEHOLDER_VOCAB) {
+            Ok(_) | Err(tinygpt_model::ModelError::OutputWidth { .. }) => {}
+            // Without n_embd the widths follow the vocabulary: layers are checked later.
+            Err(tinygpt_model::ModelError::Layer { .. }) if self.model.n_embd.is_none() => {}
+            Err(other) => return Err(other.to_string()),
         }
         Ok(())
     }
 }
 
-/// Any vocabulary size works for the early check: no layer's validity depends on it.
+/// Any vocabulary size works for the early check when n_embd is set: no layer depends on it.
 const PLACEHOLDER_VOCAB: usize = 65;
 
-pub(crate) fn ron_options() -> ron::Options {
-    use ron::extensions::Extensions;
-    ron::Options::default()
-        .with_default_extension(Extensions::UNWRAP_VARIANT_NEWTYPES | Extensions::IMPLICIT_SOME)
+/// `Block(n_head: 4)` rather than `Block((n_head: 4))`, and `Some` may be left out.
+pub const RON_EXTENSIONS: ron::extensions::Extensions =
+    ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES
+        .union(ron::extensions::Extensions::IMPLICIT_SOME);
+
+fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(RON_EXTENSIONS)
 }

@@ -256,7 +256,7 @@ pub fn train<B: AutodiffBackend>(
 
     let mut sampler = Sampler::new(Sampling::default(), t.seed);
     let model = model.valid();
-    let tokens = model.generate(&[], t.sample_tokens, &mut sampler, |_| {});
+    let tokens = model.generate(&[], t.sample_tokens, &mut sampler);
     let sample = prepared
         .tokenizer
         .decode(&tokens)

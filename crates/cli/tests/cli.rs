@@ -1,0 +1,182 @@
+//! The real `tinygpt` binary: train, generate and info on a generated corpus, and clear errors
+//! (non-zero exit, a message, no panic) for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tinygpt(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinygpt"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the tinygpt binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts a clean failure whose stderr mentions every one of `needles`.
+fn assert_fails_with(output: &Output, needles: &[&str]) {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+}
+
+fn write_config(dir: &Path, name: &str, model: &str, steps: usize) -> String {
+    let corpus: String = (0..400)
+        .map(|i| ["to be or not to be\n", "that is the question\n"][i % 2])
+        .collect();
+    std::fs::write(dir.join("corpus.txt"), corpus).unwrap();
+    let config = format!(
+        "(model: {model}, data: (corpus: File(path: \"corpus.txt\")), \
+         training: (batch_size: 8, max_iters: {steps}, learning_rate: 1e-2, eval_interval: 20, \
+         eval_iters: 2, sample_tokens: 30))"
+    );
+    std::fs::write(dir.join(name), config).unwrap();
+    name.to_string()
+}
+
+const SMALL_MODEL: &str =
+    "(n_embd: 16, block_size: 8, layers: [Block(n_head: 2), LayerNorm()], init: Normal(std: 0.02))";
+
+#[test]
+fn train_then_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "small.ron", SMALL_MODEL, 40);
+    let out = tinygpt(&["train", &config, "--quiet"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("done: 40 steps on ndarray"), "{stdout}");
+    assert!(dir
+        .path()
+        .join("runs/small/checkpoints/step-0000040.ckpt")
+        .is_file());
+
+    // A second run never overwrites the first.
+    let out = tinygpt(
+        &["train", &config, "--quiet", "--max-iters", "20"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir
+        .path()
+        .join("runs/small-2/checkpoints/step-0000020.ckpt")
+        .is_file());
+
+    let out = tinygpt(
+        &[
+            "generate",
+            "runs/small",
+            "--prompt",
+            "to be",
+            "--max-new-tokens",
+            "25",
+            "--seed",
+            "3",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let generated = text(&out.stdout);
+    assert!(generated.starts_with("to be"), "{generated}");
+    assert_eq!(
+        generated.trim_end_matches('\n').chars().count(),
+        5 + 25,
+        "{generated:?}"
+    );
+    let again = tinygpt(
+        &[
+            "generate",
+            "runs/small",
+            "--prompt",
+            "to be",
+            "--max-new-tokens",
+            "25",
+            "--seed",
+            "3",
+        ],
+        dir.path(),
+    );
+    assert_eq!(text(&again.stdout), generated, "seeded generation repeats");
+
+    let out = tinygpt(&["info", &config], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info = text(&out.stdout);
+    assert!(
+        info.contains("Block(n_head: 2, ffn_mult: 4)") && info.contains("total parameters"),
+        "{info}"
+    );
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = write_config(d, "good.ron", SMALL_MODEL, 1);
+
+    let out = tinygpt(&["train", "missing.ron"], d);
+    assert_fails_with(&out, &["missing.ron"]);
+
+    std::fs::write(d.join("syntax.ron"), "(\n  model: (block_size: 8,,\n").unwrap();
+    assert_fails_with(&tinygpt(&["train", "syntax.ron"], d), &["syntax.ron:2:"]);
+
+    let layer = write_config(
+        d,
+        "layer.ron",
+        "(n_embd: 16, block_size: 8, layers: [Conv(k: 3)])",
+        1,
+    );
+    assert_fails_with(
+        &tinygpt(&["info", &layer], d),
+        &["Conv", "Block", "MultiHeadAttention"],
+    );
+
+    let heads = write_config(
+        d,
+        "heads.ron",
+        "(n_embd: 16, block_size: 8, layers: [Block(n_head: 3)])",
+        1,
+    );
+    assert_fails_with(&tinygpt(&["train", &heads], d), &["n_head = 3"]);
+
+    let long = write_config(d, "long.ron", "(n_embd: 16, block_size: 100000)", 1);
+    assert_fails_with(&tinygpt(&["train", &long], d), &["block_size 100000"]);
+
+    #[cfg(not(feature = "cuda"))]
+    assert_fails_with(
+        &tinygpt(&["train", &good, "--backend", "cuda"], d),
+        &["--features cuda"],
+    );
+
+    let no_run = tinygpt(&["generate", "nowhere"], d);
+    assert_fails_with(&no_run, &["nowhere", "does not exist"]);
+    std::fs::create_dir(d.join("empty")).unwrap();
+    assert_fails_with(&tinygpt(&["generate", "empty"], d), &["no checkpoint"]);
+
+    let out = tinygpt(&["train", &good, "--quiet", "--out", "run"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_fails_with(
+        &tinygpt(&["generate", "run", "--prompt", "to be ZQ"], d),
+        &["'Z'", "'Q'"],
+    );
+    let ckpt = d.join("run/checkpoints/step-0000001.ckpt");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    assert_fails_with(
+        &tinygpt(&["generate", "run"], d),
+        &["truncated or corrupted"],
+    );
+    std::fs::write(&ckpt, b"{\"not\": \"a checkpoint\"}").unwrap();
+    assert_fails_with(
+        &tinygpt(&["generate", "run"], d),
+        &["not a tinygpt checkpoint"],
+    );
+
+    let out = tinygpt(&["train", &good, "--backend", "tpu"], d);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    assert!(text(&out.stderr).contains("ndarray, flex or cuda"));
+}

@@ -1,0 +1,140 @@
+//! Every shipped config parses, survives a round trip through the checkpoint's RON, and builds
+//! a model with the parameter count of the PyTorch original (vocabulary of 65 characters).
+
+use burn::backend::NdArray;
+use burn::module::Module;
+use std::path::{Path, PathBuf};
+use tinygpt_train::RunConfig;
+
+const TINY_SHAKESPEARE_VOCAB: usize = 65;
+
+fn configs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
+}
+
+fn expected_params(name: &str) -> Option<usize> {
+    Some(match name {
+        "bigram" => 4_225,
+        "head" => 7_553,
+        "multihead" => 7_553,
+        "feedforward" => 8_609,
+        "transformer" => 42_369,
+        // nanoGPT's CPU shape with gpt.py's blocks: 4 x 198,272 + embeddings, ln_f and lm_head.
+        "nanogpt_cpu" => 816_705,
+        "gpt" => 10_788_929,
+        _ => return None,
+    })
+}
+
+#[test]
+fn every_config_builds_with_the_stated_parameter_count() {
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("ron") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let config = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.trim_start().starts_with("//"),
+            "{name}.ron must open with a comment saying what it is"
+        );
+        let model_config = config
+            .model
+            .resolve(TINY_SHAKESPEARE_VOCAB)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = model_config.init::<NdArray<f32>>(&Default::default());
+        let expected = expected_params(&name)
+            .unwrap_or_else(|| panic!("configs/{name}.ron has no expected parameter count here"));
+        assert_eq!(model.num_params(), expected, "{name}");
+        let summed: usize = model.summary(&model_config).iter().map(|r| r.params).sum();
+        assert_eq!(
+            summed, expected,
+            "{name}: the summary rows add up to the total"
+        );
+
+        let reparsed = RunConfig::parse(&config.to_ron(), "round trip").unwrap();
+        assert_eq!(reparsed, config, "{name}: to_ron/parse round trip");
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "bigram",
+            "feedforward",
+            "gpt",
+            "head",
+            "multihead",
+            "nanogpt_cpu",
+            "transformer"
+        ]
+    );
+}
+
+fn config_error(text: &str) -> String {
+    RunConfig::parse(text, "test.ron").unwrap_err().to_string()
+}
+
+const TRAINING: &str =
+    "training: (batch_size: 4, max_iters: 10, learning_rate: 1e-3, eval_interval: 5, eval_iters: 2)";
+
+#[test]
+fn config_errors_are_caught_before_training() {
+    // Syntax errors carry line and column.
+    let err = config_error("(\n  model: (block_size: 8,,\n");
+    assert!(err.starts_with("test.ron:2:"), "{err}");
+
+    let err = config_error(&format!("(model: (block_size: 8, colour: 3), {TRAINING})"));
+    assert!(err.contains("colour"), "{err}");
+
+    let err = config_error(&format!(
+        "(model: (n_embd: 32, block_size: 8, layers: [Attention(n_head: 4)]), {TRAINING})"
+    ));
+    for name in tinygpt_model::REGISTERED_LAYERS {
+        assert!(err.contains(name), "unknown layer lists {name}: {err}");
+    }
+
+    let err = config_error(&format!(
+        "(model: (n_embd: 30, block_size: 8, layers: [Block(n_head: 4)]), {TRAINING})"
+    ));
+    assert!(err.contains("n_head = 4") && err.contains("30"), "{err}");
+
+    let err = config_error(&format!("(model: (n_embd: 0, block_size: 8), {TRAINING})"));
+    assert!(err.contains("n_embd"), "{err}");
+
+    let err = config_error(&format!("(model: (n_embd: 8, block_size: 0), {TRAINING})"));
+    assert!(err.contains("block_size"), "{err}");
+
+    let err = config_error(
+        "(model: (block_size: 8), training: (batch_size: 4, max_iters: 10, learning_rate: 0.0, \
+         eval_interval: 5, eval_iters: 2))",
+    );
+    assert!(err.contains("learning_rate"), "{err}");
+
+    let err = config_error(&format!(
+        "(model: (block_size: 8, dropout: 1.5), {TRAINING})"
+    ));
+    assert!(err.contains("dropout"), "{err}");
+}
+
+#[test]
+fn block_size_larger_than_the_data_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("tiny.txt");
+    std::fs::write(&corpus, "abcabcabcabcabcabcabcabcabcabc").unwrap();
+    let config = RunConfig::parse(
+        &format!(
+            "(model: (block_size: 8, position_embedding: false, lm_head: false), \
+             data: (corpus: File(path: {corpus:?})), {TRAINING})"
+        ),
+        "test.ron",
+    )
+    .unwrap();
+    let err = tinygpt_train::prepare(config, "test.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("block_size 8") && err.contains("val"), "{err}");
+}
