@@ -44,7 +44,7 @@ impl MultiHeadAttentionSpec {
         check_positive(layer, "n_head", self.n_head)?;
         let head_size = match self.head_size {
             Some(size) => size,
-            None if d_input % self.n_head == 0 => d_input / self.n_head,
+            None if d_input.is_multiple_of(self.n_head) => d_input / self.n_head,
             None => {
                 return Err(LayerError::Invalid {
                     layer,

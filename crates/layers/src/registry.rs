@@ -7,6 +7,10 @@
 //! the `layer_registry!` call below; the config then names it, e.g. `Block(n_head: 4)`, and an
 //! unknown name is rejected with the list of registered ones.
 
+// The generated `Layer` enum and its derived record hold layers of very different sizes; they
+// are built once and kept in a Vec, so boxing the large variants would buy nothing.
+#![allow(clippy::large_enum_variant)]
+
 use crate::{block, feedforward, head, layernorm, multihead, WeightInit};
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};

@@ -168,7 +168,7 @@ pub fn train<B: AutodiffBackend>(
     let mut window_steps = 0usize;
     let mut step = 0usize;
     loop {
-        if step % t.eval_interval == 0 || step == t.max_iters {
+        if step.is_multiple_of(t.eval_interval) || step == t.max_iters {
             let estimate = estimate_loss(&model.valid(), prepared, step, device);
             if !(estimate.train.is_finite() && estimate.val.is_finite()) {
                 return Err(TrainError::NonFinite { step });
@@ -230,7 +230,7 @@ pub fn train<B: AutodiffBackend>(
                 .splits
                 .batch::<B>(Split::Train, t.batch_size, block_size, &mut rng, device);
         let (_, loss) = model.forward_loss(batch.inputs, batch.targets);
-        let report_loss = step % 10 == 0;
+        let report_loss = step.is_multiple_of(10);
         let loss_value = report_loss.then(|| loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(t.learning_rate, model, grads);
