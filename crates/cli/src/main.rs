@@ -7,11 +7,13 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
 use tinygpt_model::{Sampler, Sampling};
 use tinygpt_tokenizer::Tokenizer;
 use tinygpt_train::{
     dispatch, load_model, open_run, prepare, train, BackendKind, BackendTask, Prepared, RunConfig,
-    TrainOptions, TrainReport,
+    TrainError, TrainOptions, TrainReport,
 };
 
 /// Train and sample character-level GPT language models (the "GPT from scratch" tutorial's
@@ -40,16 +42,20 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["config", "resume"]))]
 struct TrainArgs {
     /// A RON config, e.g. configs/transformer.ron.
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// Continue an interrupted run from its newest checkpoint (its config comes along).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "seed"])]
+    resume: Option<PathBuf>,
     /// Where the computation runs: ndarray or flex (CPU), or cuda (needs the `cuda` feature).
     #[arg(long, default_value = "ndarray")]
     backend: BackendKind,
     /// Run directory [default: runs/<config name>, or runs/<config name>-N if that holds a run].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Override the config's number of training steps.
+    /// Override the config's number of training steps (with --resume: train on to this step).
     #[arg(long)]
     max_iters: Option<usize>,
     /// Override the config's random seed.
@@ -86,12 +92,12 @@ struct GenerateArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info { config } => info(&config),
+        Command::Info { config } => info(&config).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => train_command(args),
-        Command::Generate(args) => generate_command(args),
+        Command::Generate(args) => generate_command(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -170,36 +176,97 @@ struct TrainTask<'a> {
 }
 
 impl BackendTask for TrainTask<'_> {
-    type Output = Result<TrainReport, tinygpt_train::TrainError>;
+    type Output = Result<TrainReport, TrainError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) -> Self::Output {
         train::<B>(self.prepared, &self.options, &device, kind)
     }
 }
 
-fn train_command(args: TrainArgs) -> Result<()> {
-    let mut config = RunConfig::load(&args.config)?;
+/// Exit status for a run stopped by a signal: 128 + the signal number, as shells report it.
+fn signal_exit_code(signal: i32) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(1)
+}
+
+/// SIGINT and SIGTERM set `stop` (to the signal's number) instead of killing the process; the
+/// trainer then checkpoints and returns. A second Ctrl-C still kills it at once.
+fn install_stop_handler() -> Result<Arc<AtomicI32>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicI32::new(0));
+    let armed = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Runs first: exits at once if an earlier signal already armed it.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&armed))
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&armed))
+            .context("installing the signal handler")?;
+        let flag = Arc::clone(&stop);
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(signal, move || {
+                flag.store(signal, Ordering::SeqCst);
+            })
+        }
+        .context("installing the signal handler")?;
+    }
+    Ok(stop)
+}
+
+fn train_command(args: TrainArgs) -> Result<ExitCode> {
+    let (config, origin, run_dir, resume) = match (&args.resume, &args.config) {
+        (Some(run_dir), _) => {
+            let run = open_run(run_dir)?;
+            let origin = run.path.display().to_string();
+            (run.config, origin, run_dir.clone(), Some(run.checkpoint))
+        }
+        (None, Some(path)) => {
+            let mut config = RunConfig::load(path)?;
+            if let Some(seed) = args.seed {
+                config.training.seed = seed;
+            }
+            let run_dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
+            (config, path.display().to_string(), run_dir, None)
+        }
+        (None, None) => bail!("give a config to train, or --resume RUN_DIR"),
+    };
+    let mut config = config;
     if let Some(max_iters) = args.max_iters {
         config.training.max_iters = max_iters;
     }
-    if let Some(seed) = args.seed {
-        config.training.seed = seed;
+    if let Some(checkpoint) = &resume {
+        if checkpoint.meta.step > config.training.max_iters {
+            bail!(
+                "the run is already at step {} (past max_iters {}): pass a larger --max-iters \
+                 to train further",
+                checkpoint.meta.step,
+                config.training.max_iters
+            );
+        }
     }
-    let prepared = prepare(config, &args.config.display().to_string())?;
-    let run_dir = args.out.unwrap_or_else(|| default_run_dir(&args.config));
+    let prepared = prepare(config, &origin)?;
     let options = TrainOptions {
         run_dir,
         progress: !args.quiet,
         verbose: !args.quiet,
+        stop: Some(install_stop_handler()?),
+        resume,
     };
-    let report = dispatch(
+    let result = dispatch(
         args.backend,
         TrainTask {
             prepared: &prepared,
             options,
         },
-    )??;
-    let last = report.final_loss();
+    )?;
+    let report = match result {
+        Ok(report) => report,
+        Err(error @ TrainError::Interrupted { signal, .. }) => {
+            eprintln!("{error}");
+            return Ok(ExitCode::from(signal_exit_code(signal)));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let last = report.last_eval;
     println!(
         "done: {} steps on {} in {:.1}s ({:.0} tokens/s): train loss {:.4}, val loss {:.4}",
         last.step,
@@ -214,7 +281,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         report.run_dir.display(),
         report.run_dir.display()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 struct GenerateTask<'a> {

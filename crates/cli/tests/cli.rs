@@ -180,3 +180,88 @@ fn bad_inputs_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2), "clap usage error");
     assert!(text(&out.stderr).contains("ndarray, flex or cuda"));
 }
+
+#[cfg(unix)]
+fn interrupt_and_resume(signal: &str, expected_code: i32) {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(d, "long.ron", SMALL_MODEL, 1_000_000);
+    let child = Command::new(env!("CARGO_BIN_EXE_tinygpt"))
+        .args(["train", &config, "--quiet", "--out", "run"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = d.join("run/checkpoints/step-0000000.ckpt");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !first.exists() {
+        assert!(Instant::now() < deadline, "no first checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(expected_code), "{stderr}");
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    assert!(stderr.contains("tinygpt train --resume run"), "{stderr}");
+
+    let (step, _) = tinygpt_train::checkpoint::list_step_checkpoints(&d.join("run"))
+        .pop()
+        .unwrap();
+    assert!(step > 0, "the interrupted step was checkpointed");
+    let target = (step + 5).to_string();
+    let out = tinygpt(
+        &[
+            "train",
+            "--resume",
+            "run",
+            "--max-iters",
+            &target,
+            "--quiet",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("done: {target} steps")));
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_and_exits_130() {
+    interrupt_and_resume("-INT", 130);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_checkpoints_and_exits_143() {
+    interrupt_and_resume("-TERM", 143);
+}
+
+#[test]
+fn diverging_loss_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(
+        d,
+        "diverge.ron",
+        "(block_size: 8, position_embedding: false, lm_head: false)",
+        200,
+    );
+    let text_config = std::fs::read_to_string(d.join(&config))
+        .unwrap()
+        .replace("learning_rate: 1e-2", "learning_rate: 1e38")
+        .replace("eval_interval: 20", "eval_interval: 1000");
+    std::fs::write(d.join(&config), text_config).unwrap();
+    let out = tinygpt(&["train", &config, "--quiet", "--out", "run"], d);
+    assert_fails_with(&out, &["NaN or infinite", "last good checkpoint"]);
+    // The step-0 checkpoint, written before training diverged, survives.
+    let run = tinygpt_train::open_run(&d.join("run")).unwrap();
+    assert_eq!(run.checkpoint.meta.step, 0);
+}

@@ -24,6 +24,27 @@ pub fn causal_attention<B: Backend>(
     dropout.forward(weights).matmul(v)
 }
 
+/// Causal self-attention from a fused projection: `qkv` is `[batch, time, 3 * heads * head_size]`
+/// holding queries, keys and values side by side; returns `[batch, time, heads * head_size]`.
+///
+/// One fused projection rather than three also keeps training reproducible: autodiff sums the
+/// gradients of a tensor's consumers in varying order, which is exact for two but not for three.
+pub fn fused_causal_attention<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
+    dropout: &Dropout,
+) -> Tensor<B, 3> {
+    let mut parts = qkv
+        .chunk(3, 2)
+        .into_iter()
+        .map(|part| split_heads(part, heads));
+    let (q, k, v) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(q), Some(k), Some(v)) => (q, k, v),
+        _ => unreachable!("chunk(3) of a width divisible by 3 gives three parts"),
+    };
+    merge_heads(causal_attention(q, k, v, dropout))
+}
+
 /// `[batch, time, heads * head_size]` -> `[batch, heads, time, head_size]`.
 pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     let [batch, time, width] = x.dims();

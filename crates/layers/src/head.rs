@@ -1,6 +1,6 @@
 //! `Head`: one head of causal self-attention, the tutorial's first attention layer.
 
-use crate::attention::{causal_attention, merge_heads, split_heads};
+use crate::attention::fused_causal_attention;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -41,14 +41,10 @@ pub struct HeadConfig {
 
 impl HeadConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Head<B> {
-        let proj = || {
-            self.init
-                .linear(self.d_input, self.head_size, false, device)
-        };
         Head {
-            key: proj(),
-            query: proj(),
-            value: proj(),
+            qkv: self
+                .init
+                .linear(self.d_input, 3 * self.head_size, false, device),
             dropout: DropoutConfig::new(self.dropout).init(),
         }
     }
@@ -58,26 +54,18 @@ impl HeadConfig {
     }
 }
 
-/// Causal self-attention with a single head: key, query and value projections without bias.
+/// Causal self-attention with a single head. The query, key and value projections (no bias)
+/// are columns `0..h`, `h..2h` and `2h..3h` of one `[d_input, 3 * head_size]` Linear.
 #[derive(Module, Debug)]
 pub struct Head<B: Backend> {
-    pub key: Linear<B>,
-    pub query: Linear<B>,
-    pub value: Linear<B>,
+    pub qkv: Linear<B>,
     pub dropout: Dropout,
 }
 
 impl<B: Backend> Head<B> {
     /// `[batch, time, d_input]` -> `[batch, time, head_size]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let project = |linear: &Linear<B>| split_heads(linear.forward(x.clone()), 1);
-        let out = causal_attention(
-            project(&self.query),
-            project(&self.key),
-            project(&self.value),
-            &self.dropout,
-        );
-        merge_heads(out)
+        fused_causal_attention(self.qkv.forward(x), 1, &self.dropout)
     }
 }
 
@@ -104,7 +92,7 @@ mod tests {
             HeadConfig::new(8, 8, WeightInit::PyTorch).init::<TestBackend>(&Default::default());
         let x = random_input::<TestBackend>([1, 4, 8]);
         let first = head.forward(x.clone()).slice([0..1, 0..1, 0..8]);
-        let value = head.value.forward(x).slice([0..1, 0..1, 0..8]);
+        let value = head.qkv.forward(x).slice([0..1, 0..1, 16..24]);
         first
             .into_data()
             .assert_approx_eq::<f32>(&value.into_data(), Default::default());

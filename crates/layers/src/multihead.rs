@@ -1,6 +1,6 @@
 //! `MultiHeadAttention`: several causal attention heads in parallel, concatenated.
 
-use crate::attention::{causal_attention, merge_heads, split_heads};
+use crate::attention::fused_causal_attention;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -82,11 +82,8 @@ pub struct MultiHeadAttentionConfig {
 impl MultiHeadAttentionConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> MultiHeadAttention<B> {
         let width = self.n_head * self.head_size;
-        let proj = || self.init.linear(self.d_input, width, false, device);
         MultiHeadAttention {
-            key: proj(),
-            query: proj(),
-            value: proj(),
+            qkv: self.init.linear(self.d_input, 3 * width, false, device),
             projection: self
                 .projection
                 .then(|| self.init.linear(width, self.d_input, true, device)),
@@ -104,13 +101,12 @@ impl MultiHeadAttentionConfig {
     }
 }
 
-/// The tutorial's list of `Head`s computed as one batched attention: the key, query and value
-/// weights of head `h` are columns `h*head_size..(h+1)*head_size` of the matrices below.
+/// The tutorial's list of `Head`s computed as one batched attention. `qkv` holds the query, key
+/// and value projections side by side (`[d_input, 3 * n_head * head_size]`, no bias); within
+/// each, head `h` owns columns `h*head_size..(h+1)*head_size`.
 #[derive(Module, Debug)]
 pub struct MultiHeadAttention<B: Backend> {
-    pub key: Linear<B>,
-    pub query: Linear<B>,
-    pub value: Linear<B>,
+    pub qkv: Linear<B>,
     pub projection: Option<Linear<B>>,
     pub dropout: Dropout,
     pub n_head: usize,
@@ -119,14 +115,7 @@ pub struct MultiHeadAttention<B: Backend> {
 impl<B: Backend> MultiHeadAttention<B> {
     /// `[batch, time, d_input]` -> `[batch, time, d_output]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let project = |linear: &Linear<B>| split_heads(linear.forward(x.clone()), self.n_head);
-        let heads = causal_attention(
-            project(&self.query),
-            project(&self.key),
-            project(&self.value),
-            &self.dropout,
-        );
-        let out = merge_heads(heads);
+        let out = fused_causal_attention(self.qkv.forward(x), self.n_head, &self.dropout);
         match &self.projection {
             Some(projection) => self.dropout.forward(projection.forward(out)),
             None => out,
@@ -158,22 +147,27 @@ mod tests {
     #[test]
     fn equals_concatenated_single_heads() {
         let device = Default::default();
-        let mha = MultiHeadAttentionConfig::new(16, 2, 8, WeightInit::PyTorch)
+        let (c, heads, hs) = (16, 2, 8);
+        let mha = MultiHeadAttentionConfig::new(c, heads, hs, WeightInit::PyTorch)
             .init::<TestBackend>(&device);
-        let x = random_input::<TestBackend>([2, 6, 16]);
-        let heads: Vec<Tensor<TestBackend, 3>> = (0..2)
+        let x = random_input::<TestBackend>([2, 6, c]);
+        let width = heads * hs;
+        let outputs: Vec<Tensor<TestBackend, 3>> = (0..heads)
             .map(|h| {
                 let mut head =
-                    HeadConfig::new(16, 8, WeightInit::PyTorch).init::<TestBackend>(&device);
-                let cols =
-                    |l: &Linear<TestBackend>| l.weight.val().slice([0..16, h * 8..(h + 1) * 8]);
-                head.key.weight = head.key.weight.map(|_| cols(&mha.key));
-                head.query.weight = head.query.weight.map(|_| cols(&mha.query));
-                head.value.weight = head.value.weight.map(|_| cols(&mha.value));
+                    HeadConfig::new(c, hs, WeightInit::PyTorch).init::<TestBackend>(&device);
+                // Head h's query, key and value columns, side by side.
+                let w = mha.qkv.weight.val();
+                let part = |i: usize| {
+                    w.clone()
+                        .slice([0..c, i * width + h * hs..i * width + (h + 1) * hs])
+                };
+                let fused = Tensor::cat(vec![part(0), part(1), part(2)], 1);
+                head.qkv.weight = head.qkv.weight.map(|_| fused);
                 head.forward(x.clone())
             })
             .collect();
-        Tensor::cat(heads, 2)
+        Tensor::cat(outputs, 2)
             .into_data()
             .assert_approx_eq::<f32>(&mha.forward(x).into_data(), Default::default());
     }

@@ -3,7 +3,6 @@
 use crate::{ModelConfig, Sampler};
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use std::ops::ControlFlow;
 use tinygpt_layers::Layer;
@@ -163,11 +162,19 @@ impl<B: Backend> LanguageModel<B> {
 
 /// Mean cross-entropy between `[batch, time, vocab]` logits and `[batch, time]` targets, as
 /// PyTorch's `F.cross_entropy` over the flattened positions.
+///
+/// Written so that each tensor feeds at most two consumers: autodiff sums three or more
+/// gradient contributions in an order that varies between runs, and float addition is not
+/// associative, so Burn's `log_softmax` made training on ndarray irreproducible. Shifting by the
+/// detached row maximum is exact: the loss does not depend on the shift.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [batch, time, vocab] = logits.dims();
-    let log_probs = log_softmax(logits.reshape([batch * time, vocab]), 1);
-    let picked = log_probs.gather(1, targets.reshape([batch * time, 1]));
-    picked.mean().neg()
+    let logits = logits.reshape([batch * time, vocab]);
+    let shift = logits.clone().detach().max_dim(1);
+    let shifted = logits - shift;
+    let log_sum_exp = shifted.clone().exp().sum_dim(1).log();
+    let picked = shifted.gather(1, targets.reshape([batch * time, 1]));
+    (log_sum_exp - picked).mean()
 }
 
 /// A layer spec as a config would write it: `Block(n_head: 4, ffn_mult: 4)`.

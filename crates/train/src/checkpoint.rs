@@ -4,6 +4,7 @@
 //! Layout: `MAGIC`, then three length-prefixed sections (JSON metadata, model record, optimizer
 //! record; lengths u64 little-endian), then the sha256 of everything before it.
 
+use crate::LossEstimate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -24,8 +25,10 @@ pub struct CheckpointMeta {
     /// The run config, as RON.
     pub config: String,
     pub vocab: CharTokenizer,
-    pub train_loss: f64,
-    pub val_loss: f64,
+    /// The latest loss estimate at or before `step` (none before the first evaluation).
+    pub last_eval: Option<LossEstimate>,
+    /// The lowest validation loss so far, the one `best.ckpt` holds.
+    pub best_val_loss: Option<f64>,
     /// Backend that wrote it (records are portable across backends).
     pub backend: String,
 }
@@ -234,8 +237,12 @@ mod tests {
                 step: 500,
                 config: "(model: ())".into(),
                 vocab: CharTokenizer::fit("abc\n").unwrap(),
-                train_loss: 2.0,
-                val_loss: 2.1,
+                last_eval: Some(LossEstimate {
+                    step: 500,
+                    train: 2.0,
+                    val: 2.1,
+                }),
+                best_val_loss: Some(2.1),
                 backend: "ndarray".into(),
             },
             model: vec![1, 2, 3, 4, 5],

@@ -39,6 +39,18 @@ pub enum TrainError {
     },
     #[error("cannot encode or decode model weights: {0}")]
     Record(String),
+    #[error("cannot continue this run: {0}")]
+    Mismatch(String),
+    #[error(
+        "training stopped by signal {signal} after step {step}; a checkpoint was written. \
+         Continue with: tinygpt train --resume {}",
+        run_dir.display()
+    )]
+    Interrupted {
+        signal: i32,
+        step: usize,
+        run_dir: PathBuf,
+    },
     #[error(
         "the loss became NaN or infinite at step {step}; training stopped and the last good \
          checkpoint was kept. Lower the learning rate or check the data."

@@ -38,6 +38,23 @@ impl MetricsWriter {
         })
     }
 
+    /// Reopens a run's metrics for appending after `step`, dropping rows a crash left past it.
+    pub fn resume(path: &Path, step: usize) -> Result<Self, TrainError> {
+        let err = |source| TrainError::RunDir {
+            path: path.to_path_buf(),
+            source,
+        };
+        let kept = read_metrics(path)
+            .map_err(err)?
+            .into_iter()
+            .filter(|row| row.step <= step);
+        let mut writer = Self::create(path)?;
+        for row in kept {
+            writer.append(&row)?;
+        }
+        Ok(writer)
+    }
+
     /// Appends and flushes a row, so the file is current while training runs.
     pub fn append(&mut self, row: &MetricsRow) -> Result<(), TrainError> {
         let err = |source| TrainError::RunDir {

@@ -6,7 +6,7 @@ use crate::checkpoint::{
     BEST_CHECKPOINT, CHECKPOINT_DIR,
 };
 use crate::metrics::{MetricsRow, MetricsWriter};
-use crate::{BackendKind, Prepared, TrainError};
+use crate::{BackendKind, Prepared, RunConfig, TrainError};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -14,7 +14,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{rngs::StdRng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tinygpt_data::Split;
 use tinygpt_model::{LanguageModel, Sampler, Sampling};
@@ -28,10 +31,33 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Print the loss table and sample to stdout.
     pub verbose: bool,
+    /// Becomes non-zero (the signal number) when the run should stop: it then finishes the
+    /// current step, writes a checkpoint and returns [`TrainError::Interrupted`].
+    pub stop: Option<Arc<AtomicI32>>,
+    /// Continue from this checkpoint instead of starting from scratch.
+    pub resume: Option<Checkpoint>,
+}
+
+impl TrainOptions {
+    /// A fresh run into `run_dir`, silent.
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+            progress: false,
+            verbose: false,
+            stop: None,
+            resume: None,
+        }
+    }
+
+    fn stop_signal(&self) -> Option<i32> {
+        let signal = self.stop.as_ref()?.load(Ordering::SeqCst);
+        (signal != 0).then_some(signal)
+    }
 }
 
 /// One `estimate_loss` result.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossEstimate {
     pub step: usize,
     pub train: f64,
@@ -44,7 +70,10 @@ pub struct TrainReport {
     pub run_dir: PathBuf,
     pub backend: BackendKind,
     pub parameters: usize,
+    /// The estimates made by this invocation (a resumed run omits the earlier ones).
     pub evaluations: Vec<LossEstimate>,
+    /// The estimate at the final step.
+    pub last_eval: LossEstimate,
     /// Training time, excluding evaluation, checkpointing and sampling.
     pub train_time: Duration,
     pub wall_time: Duration,
@@ -52,31 +81,27 @@ pub struct TrainReport {
     pub sample: String,
 }
 
-impl TrainReport {
-    pub fn final_loss(&self) -> LossEstimate {
-        *self
-            .evaluations
-            .last()
-            .expect("every run evaluates at least once")
-    }
-}
-
 type Recorder32 = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// Independent random streams per purpose and step, so every batch depends only on the seed
 /// and the step: a resumed run draws exactly what an uninterrupted one would.
-fn stream_rng(seed: u64, stream: u64, index: u64) -> StdRng {
+fn stream_seed(seed: u64, stream: u64, index: u64) -> u64 {
     let mut z = seed
         ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
     // splitmix64 finaliser
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    StdRng::seed_from_u64(z ^ (z >> 31))
+    z ^ (z >> 31)
+}
+
+fn stream_rng(seed: u64, stream: u64, index: u64) -> StdRng {
+    StdRng::seed_from_u64(stream_seed(seed, stream, index))
 }
 
 const TRAIN_STREAM: u64 = 1;
 const EVAL_STREAM: u64 = 2;
+const DROPOUT_STREAM: u64 = 3;
 
 /// Mean loss over `eval_iters` batches of each split, with the model in eval mode on the inner
 /// (non-autodiff) backend: no graph is built and dropout is off.
@@ -112,7 +137,7 @@ pub fn estimate_loss<B: Backend>(
     }
 }
 
-/// Trains the prepared model on backend `B` from scratch.
+/// Trains the prepared model on backend `B`, from scratch or from `options.resume`.
 pub fn train<B: AutodiffBackend>(
     prepared: &Prepared,
     options: &TrainOptions,
@@ -122,7 +147,6 @@ pub fn train<B: AutodiffBackend>(
     let started = Instant::now();
     let config = &prepared.config;
     let t = &config.training;
-    let o = &t.optimizer;
     let run_dir = &options.run_dir;
     std::fs::create_dir_all(run_dir.join(CHECKPOINT_DIR)).map_err(|source| TrainError::RunDir {
         path: run_dir.clone(),
@@ -136,13 +160,33 @@ pub fn train<B: AutodiffBackend>(
     B::seed(device, t.seed);
     let mut model: LanguageModel<B> = prepared.model.init(device);
     let parameters = model.num_params();
-    let mut optimizer = AdamWConfig::new()
-        .with_beta_1(o.beta1 as f32)
-        .with_beta_2(o.beta2 as f32)
-        .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
-        .init::<B, LanguageModel<B>>();
-    let mut metrics = MetricsWriter::create(&run_dir.join("metrics.csv"))?;
+    let mut optimizer = adamw::<B>(t);
+    let mut state = RunState::default();
+    let metrics_path = run_dir.join("metrics.csv");
+    let mut metrics = match &options.resume {
+        None => MetricsWriter::create(&metrics_path)?,
+        Some(checkpoint) => {
+            check_resumable(checkpoint, prepared)?;
+            model = load_model_record(model, &checkpoint.model, device)?;
+            let record = Recorder32::default()
+                .load(checkpoint.optimizer.clone(), device)
+                .map_err(|e| TrainError::Record(format!("optimizer state: {e}")))?;
+            optimizer = optimizer.load_record(record);
+            state = RunState {
+                step: checkpoint.meta.step,
+                last_eval: checkpoint.meta.last_eval,
+                best_val: checkpoint.meta.best_val_loss,
+                resumed_at: Some(checkpoint.meta.step),
+            };
+            MetricsWriter::resume(&metrics_path, checkpoint.meta.step)?
+        }
+    };
+    let checkpointer = Checkpointer {
+        run_dir,
+        config_ron: &config_ron,
+        prepared,
+        backend,
+    };
 
     let say = |line: String, bar: &ProgressBar| {
         if options.verbose {
@@ -150,34 +194,39 @@ pub fn train<B: AutodiffBackend>(
         }
     };
     let bar = progress_bar(t.max_iters, options.progress);
+    bar.set_position(state.step as u64);
     say(
-        format!(
-            "training {parameters} parameters on {backend} for {} steps -> {}",
-            t.max_iters,
-            run_dir.display()
-        ),
+        match state.resumed_at {
+            None => format!(
+                "training {parameters} parameters on {backend} for {} steps -> {}",
+                t.max_iters,
+                run_dir.display()
+            ),
+            Some(step) => format!(
+                "resuming {} at step {step} of {} on {backend}",
+                run_dir.display(),
+                t.max_iters
+            ),
+        },
         &bar,
     );
 
     let block_size = prepared.model.block_size;
     let tokens_per_step = (t.batch_size * block_size) as f64;
     let mut evaluations = Vec::new();
-    let mut best_val = f64::INFINITY;
     let mut train_time = Duration::ZERO;
     let mut window_time = Duration::ZERO;
     let mut window_steps = 0usize;
-    let mut step = 0usize;
+    let mut steps_run = 0usize;
     loop {
-        if step.is_multiple_of(t.eval_interval) || step == t.max_iters {
+        let step = state.step;
+        let eval_due = step.is_multiple_of(t.eval_interval) || step == t.max_iters;
+        // A resumed run already logged (or was not due) the evaluation at its first step.
+        if eval_due && state.resumed_at != Some(step) {
             let estimate = estimate_loss(&model.valid(), prepared, step, device);
             if !(estimate.train.is_finite() && estimate.val.is_finite()) {
                 return Err(TrainError::NonFinite { step });
             }
-            let tokens_per_sec = if window_time.is_zero() {
-                0.0
-            } else {
-                window_steps as f64 * tokens_per_step / window_time.as_secs_f64()
-            };
             say(
                 format!(
                     "step {step}: train loss {:.4}, val loss {:.4}",
@@ -190,40 +239,42 @@ pub fn train<B: AutodiffBackend>(
                 train_loss: estimate.train,
                 val_loss: estimate.val,
                 lr: t.learning_rate,
-                tokens_per_sec,
+                tokens_per_sec: if window_time.is_zero() {
+                    0.0
+                } else {
+                    window_steps as f64 * tokens_per_step / window_time.as_secs_f64()
+                },
                 elapsed_s: started.elapsed().as_secs_f64(),
             })?;
-            let checkpoint = Checkpoint {
-                meta: CheckpointMeta {
-                    step,
-                    config: config_ron.clone(),
-                    vocab: prepared.tokenizer.clone(),
-                    train_loss: estimate.train,
-                    val_loss: estimate.val,
-                    backend: backend.name().into(),
-                },
-                model: Recorder32::default()
-                    .record(model.clone().into_record(), ())
-                    .map_err(|e| TrainError::Record(e.to_string()))?,
-                optimizer: Recorder32::default()
-                    .record(optimizer.to_record(), ())
-                    .map_err(|e| TrainError::Record(e.to_string()))?,
-            };
-            checkpoint.write_atomic(&step_checkpoint_path(run_dir, step))?;
-            if estimate.val < best_val {
-                best_val = estimate.val;
-                checkpoint.write_atomic(&run_dir.join(CHECKPOINT_DIR).join(BEST_CHECKPOINT))?;
+            let is_best = state.best_val.is_none_or(|best| estimate.val < best);
+            if is_best {
+                state.best_val = Some(estimate.val);
             }
-            prune_step_checkpoints(run_dir, t.keep_checkpoints);
+            state.last_eval = Some(estimate);
+            checkpointer.save(&model, &optimizer, &state, is_best)?;
             evaluations.push(estimate);
             window_time = Duration::ZERO;
             window_steps = 0;
         }
-        if step == t.max_iters {
+        if step >= t.max_iters {
             break;
+        }
+        if let Some(signal) = options.stop_signal() {
+            bar.finish_and_clear();
+            if !eval_due || state.resumed_at == Some(step) {
+                checkpointer.save(&model, &optimizer, &state, false)?;
+            }
+            return Err(TrainError::Interrupted {
+                signal,
+                step,
+                run_dir: run_dir.clone(),
+            });
         }
 
         let step_started = Instant::now();
+        // Dropout draws from the backend's generator: reseed it per step so a resumed run
+        // makes the same draws as an uninterrupted one.
+        B::seed(device, stream_seed(t.seed, DROPOUT_STREAM, step as u64));
         let mut rng = stream_rng(t.seed, TRAIN_STREAM, step as u64);
         let batch =
             prepared
@@ -234,7 +285,7 @@ pub fn train<B: AutodiffBackend>(
         let loss_value = report_loss.then(|| loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(t.learning_rate, model, grads);
-        step += 1;
+        state.step += 1;
         if let Some(loss) = loss_value {
             let loss: f64 = loss.into_scalar().elem();
             if !loss.is_finite() {
@@ -250,7 +301,8 @@ pub fn train<B: AutodiffBackend>(
         train_time += spent;
         window_time += spent;
         window_steps += 1;
-        bar.set_position(step as u64);
+        steps_run += 1;
+        bar.set_position(state.step as u64);
     }
     bar.finish_and_clear();
 
@@ -273,11 +325,97 @@ pub fn train<B: AutodiffBackend>(
         backend,
         parameters,
         evaluations,
+        last_eval: state.last_eval.expect("the final step is always evaluated"),
         train_time,
         wall_time: started.elapsed(),
-        tokens_per_sec: t.max_iters as f64 * tokens_per_step / train_time.as_secs_f64().max(1e-9),
+        tokens_per_sec: steps_run as f64 * tokens_per_step / train_time.as_secs_f64().max(1e-9),
         sample,
     })
+}
+
+/// Where a run stands; what a checkpoint must carry besides weights and optimizer state.
+#[derive(Debug, Clone, Default)]
+struct RunState {
+    step: usize,
+    last_eval: Option<LossEstimate>,
+    best_val: Option<f64>,
+    resumed_at: Option<usize>,
+}
+
+fn adamw<B: AutodiffBackend>(
+    t: &crate::TrainingSpec,
+) -> impl Optimizer<LanguageModel<B>, B, Record = OptimizerRecord<B>> {
+    let o = &t.optimizer;
+    AdamWConfig::new()
+        .with_beta_1(o.beta1 as f32)
+        .with_beta_2(o.beta2 as f32)
+        .with_epsilon(o.eps as f32)
+        .with_weight_decay(o.weight_decay as f32)
+        .init::<B, LanguageModel<B>>()
+}
+
+type OptimizerRecord<B> = <burn::optim::adaptor::OptimizerAdaptor<
+    burn::optim::AdamW,
+    LanguageModel<B>,
+    B,
+> as Optimizer<LanguageModel<B>, B>>::Record;
+
+/// A checkpoint can only continue the run it came from.
+fn check_resumable(checkpoint: &Checkpoint, prepared: &Prepared) -> Result<(), TrainError> {
+    if checkpoint.meta.vocab != prepared.tokenizer {
+        return Err(TrainError::Mismatch(
+            "the checkpoint's vocabulary differs from the corpus's: the corpus changed since \
+             the run started"
+                .into(),
+        ));
+    }
+    let saved = RunConfig::parse(&checkpoint.meta.config, "checkpoint config")?;
+    if saved.model != prepared.config.model {
+        return Err(TrainError::Mismatch(
+            "the checkpoint's architecture differs from the config's".into(),
+        ));
+    }
+    Ok(())
+}
+
+struct Checkpointer<'a> {
+    run_dir: &'a Path,
+    config_ron: &'a str,
+    prepared: &'a Prepared,
+    backend: BackendKind,
+}
+
+impl Checkpointer<'_> {
+    fn save<B: AutodiffBackend, O: Optimizer<LanguageModel<B>, B>>(
+        &self,
+        model: &LanguageModel<B>,
+        optimizer: &O,
+        state: &RunState,
+        is_best: bool,
+    ) -> Result<(), TrainError> {
+        let checkpoint = Checkpoint {
+            meta: CheckpointMeta {
+                step: state.step,
+                config: self.config_ron.to_string(),
+                vocab: self.prepared.tokenizer.clone(),
+                last_eval: state.last_eval,
+                best_val_loss: state.best_val,
+                backend: self.backend.name().into(),
+            },
+            model: Recorder32::default()
+                .record(model.clone().into_record(), ())
+                .map_err(|e| TrainError::Record(e.to_string()))?,
+            optimizer: Recorder32::default()
+                .record(optimizer.to_record(), ())
+                .map_err(|e| TrainError::Record(e.to_string()))?,
+        };
+        checkpoint.write_atomic(&step_checkpoint_path(self.run_dir, state.step))?;
+        if is_best {
+            checkpoint.write_atomic(&self.run_dir.join(CHECKPOINT_DIR).join(BEST_CHECKPOINT))?;
+        }
+        prune_step_checkpoints(self.run_dir, self.prepared.config.training.keep_checkpoints);
+        Ok(())
+    }
 }
 
 fn write_run_file(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
@@ -310,8 +448,16 @@ pub fn load_model<B: Backend>(
     record: &[u8],
     device: &B::Device,
 ) -> Result<LanguageModel<B>, TrainError> {
+    load_model_record(prepared_model.init::<B>(device), record, device)
+}
+
+fn load_model_record<B: Backend>(
+    model: LanguageModel<B>,
+    record: &[u8],
+    device: &B::Device,
+) -> Result<LanguageModel<B>, TrainError> {
     let record = Recorder32::default()
         .load(record.to_vec(), device)
-        .map_err(|e| TrainError::Record(e.to_string()))?;
-    Ok(prepared_model.init::<B>(device).load_record(record))
+        .map_err(|e| TrainError::Record(format!("model weights: {e}")))?;
+    Ok(model.load_record(record))
 }
