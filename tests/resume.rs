@@ -146,8 +146,7 @@ fn a_checkpoint_for_another_architecture_is_refused() {
         ) -> String {
             let prepared = prepare(self.1, "other.ron").unwrap();
             train::<B>(&prepared, &self.0, &device, kind)
-                .err()
-                .expect("must fail")
+                .expect_err("must fail")
                 .to_string()
         }
     }
