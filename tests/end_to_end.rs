@@ -92,7 +92,7 @@ fn learns_on(backend: BackendKind) {
         .collect();
     assert_eq!(kept, [200, 300], "keep_checkpoints: 2");
     assert!(run_dir.join(CHECKPOINT_DIR).join(BEST_CHECKPOINT).is_file());
-    for file in ["config.ron", "vocab.json", "sample.txt"] {
+    for file in ["config.ron", "vocab.json", "sample.txt", "summary.json"] {
         assert!(run_dir.join(file).is_file(), "{file}");
     }
     let run = open_run(&run_dir).unwrap();

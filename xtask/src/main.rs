@@ -2,10 +2,14 @@
 //!
 //! - `train CONFIG [ARGS...]`: build the CLI in release mode and train (`tinygpt train`).
 //! - `generate RUN_DIR [ARGS...]`: build in release mode and generate (`tinygpt generate`).
+//! - `ladder [--backend B] [--configs a,b] [--max-iters N]`: train every tutorial stage and
+//!   write a Markdown table and a PNG chart of the validation losses (`runs/ladder-B/`).
 //! - `ci`: format check, clippy with warnings as errors, the test suite, `cargo check --features cuda`.
 //!
 //! `--features cuda` before the config is passed to cargo, e.g.
 //! `cargo xtask train configs/gpt.ron --features cuda --backend cuda`.
+
+mod ladder;
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -16,6 +20,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   train CONFIG [--features cuda] [tinygpt train options]   build release, then train
   generate RUN_DIR [--features cuda] [tinygpt generate options]
+  ladder [--backend B] [--configs a,b,c] [--max-iters N] [--out DIR]
+                                                           train every stage: table + chart
   ci                                                       fmt, clippy, tests, cuda check";
 
 fn main() -> ExitCode {
@@ -39,6 +45,11 @@ fn run() -> Result<()> {
                 bail!("`cargo xtask {task}` needs an argument\n\n{USAGE}");
             }
             run_cli(&task, rest)
+        }
+        Some("ladder") => {
+            let args = ladder::LadderArgs::parse(rest)?;
+            let binary = build_cli(&[])?;
+            ladder::run(&workspace_root(), &binary, args)
         }
         Some("ci") => ci(),
         Some("-h") | Some("--help") | None => {
@@ -87,16 +98,21 @@ fn run_cli(task: &str, args: Vec<String>) -> Result<()> {
             cli_args.push(arg);
         }
     }
+    let binary = build_cli(&features)?;
+    status(Command::new(binary).arg(task).args(cli_args))
+}
+
+/// `cargo build --release -p tinygpt [--features ...]`; returns the binary's path.
+fn build_cli(features: &[String]) -> Result<PathBuf> {
     let mut build = cargo();
     build.args(["build", "--release", "--package", "tinygpt"]);
     if !features.is_empty() {
         build.args(["--features", &features.join(",")]);
     }
     status(&mut build)?;
-    let binary = workspace_root()
+    Ok(workspace_root()
         .join("target/release")
-        .join(format!("tinygpt{}", std::env::consts::EXE_SUFFIX));
-    status(Command::new(binary).arg(task).args(cli_args))
+        .join(format!("tinygpt{}", std::env::consts::EXE_SUFFIX)))
 }
 
 fn ci() -> Result<()> {

@@ -314,6 +314,23 @@ pub fn train<B: AutodiffBackend>(
         .decode(&tokens)
         .expect("the model only produces vocabulary ids");
     write_run_file(&run_dir.join("sample.txt"), sample.as_bytes())?;
+    let last_eval = state.last_eval.expect("the final step is always evaluated");
+    let wall_time = started.elapsed();
+    let tokens_per_sec = steps_run as f64 * tokens_per_step / train_time.as_secs_f64().max(1e-9);
+    let summary = RunSummary {
+        backend: backend.name().into(),
+        parameters,
+        steps: last_eval.step,
+        train_loss: last_eval.train,
+        val_loss: last_eval.val,
+        best_val_loss: state.best_val.unwrap_or(last_eval.val),
+        wall_time_s: wall_time.as_secs_f64(),
+        train_time_s: train_time.as_secs_f64(),
+        tokens_per_sec,
+        resumed_at: state.resumed_at,
+    };
+    let summary_json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    write_run_file(&run_dir.join("summary.json"), &summary_json)?;
     if options.verbose {
         println!(
             "--- sample ({} characters) ---\n{sample}\n---",
@@ -325,12 +342,30 @@ pub fn train<B: AutodiffBackend>(
         backend,
         parameters,
         evaluations,
-        last_eval: state.last_eval.expect("the final step is always evaluated"),
+        last_eval,
         train_time,
-        wall_time: started.elapsed(),
-        tokens_per_sec: steps_run as f64 * tokens_per_step / train_time.as_secs_f64().max(1e-9),
+        wall_time,
+        tokens_per_sec,
         sample,
     })
+}
+
+/// `summary.json`: a finished run in one line of numbers, for reports such as `xtask ladder`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub backend: String,
+    pub parameters: usize,
+    pub steps: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub best_val_loss: f64,
+    /// The whole invocation: evaluations, checkpoints and the sample included.
+    pub wall_time_s: f64,
+    /// Optimisation steps only.
+    pub train_time_s: f64,
+    pub tokens_per_sec: f64,
+    /// The step this invocation resumed from, if it did (times then cover only the rest).
+    pub resumed_at: Option<usize>,
 }
 
 /// Where a run stands; what a checkpoint must carry besides weights and optimizer state.

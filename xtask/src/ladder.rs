@@ -1,0 +1,244 @@
+//! `cargo xtask ladder`: train every tutorial stage with its own config and report the loss
+//! ladder as a Markdown table and a chart of the validation curves.
+
+use anyhow::{bail, Context, Result};
+use plotters::prelude::*;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The tutorial's stages, in order.
+pub const STAGES: [&str; 6] = [
+    "bigram",
+    "head",
+    "multihead",
+    "feedforward",
+    "transformer",
+    "nanogpt_cpu",
+];
+
+/// The fields of a run's `summary.json` the ladder reports.
+#[derive(Debug, Deserialize)]
+struct Summary {
+    backend: String,
+    parameters: usize,
+    steps: usize,
+    train_loss: f64,
+    val_loss: f64,
+    wall_time_s: f64,
+    tokens_per_sec: f64,
+}
+
+struct Stage {
+    name: String,
+    summary: Summary,
+    /// (step, val loss) from metrics.csv.
+    curve: Vec<(f64, f64)>,
+}
+
+pub struct LadderArgs {
+    pub backend: String,
+    pub out: Option<PathBuf>,
+    pub configs: Vec<String>,
+    /// Pass-through arguments for `tinygpt train` (e.g. `--max-iters`).
+    pub train_args: Vec<String>,
+}
+
+impl LadderArgs {
+    pub fn parse(args: Vec<String>) -> Result<Self> {
+        let mut parsed = LadderArgs {
+            backend: "ndarray".into(),
+            out: None,
+            configs: STAGES.iter().map(|s| s.to_string()).collect(),
+            train_args: Vec::new(),
+        };
+        let mut iter = args.into_iter();
+        while let Some(arg) = iter.next() {
+            let mut value = |name: &str| iter.next().with_context(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                "--backend" => parsed.backend = value("--backend")?,
+                "--out" => parsed.out = Some(value("--out")?.into()),
+                "--configs" => {
+                    parsed.configs = value("--configs")?.split(',').map(str::to_string).collect()
+                }
+                "--max-iters" | "--seed" => {
+                    let v = value(&arg)?;
+                    parsed.train_args.extend([arg, v]);
+                }
+                other => bail!(
+                    "unknown ladder option {other:?}: use --backend B, --out DIR, \
+                     --configs a,b,c, --max-iters N, --seed S"
+                ),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+pub fn run(root: &Path, binary: &Path, args: LadderArgs) -> Result<()> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("runs").join(format!("ladder-{}", args.backend)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut stages = Vec::new();
+    for name in &args.configs {
+        let config = root.join("configs").join(format!("{name}.ron"));
+        let run_dir = out.join(name);
+        if run_dir.exists() {
+            std::fs::remove_dir_all(&run_dir)
+                .with_context(|| format!("clearing the previous ladder run {}", run_dir.display()))?;
+        }
+        eprintln!("ladder: training {name} on {}", args.backend);
+        let status = Command::new(binary)
+            .arg("train")
+            .arg(&config)
+            .args(["--backend", &args.backend, "--quiet", "--out"])
+            .arg(&run_dir)
+            .args(&args.train_args)
+            .current_dir(root)
+            .status()
+            .context("running tinygpt")?;
+        if !status.success() {
+            bail!("training {name} failed ({status})");
+        }
+        let summary: Summary = serde_json::from_slice(
+            &std::fs::read(run_dir.join("summary.json")).context("reading summary.json")?,
+        )?;
+        let curve = read_val_curve(&run_dir.join("metrics.csv"))?;
+        eprintln!(
+            "ladder: {name}: val loss {:.4} in {:.1}s",
+            summary.val_loss, summary.wall_time_s
+        );
+        stages.push(Stage {
+            name: name.clone(),
+            summary,
+            curve,
+        });
+    }
+    let table = markdown_table(&stages);
+    std::fs::write(out.join("ladder.md"), &table)?;
+    let chart = out.join("ladder.png");
+    draw_chart(&stages, &chart, &args.backend)?;
+    println!("{table}");
+    println!("table: {}\nchart: {}", out.join("ladder.md").display(), chart.display());
+    Ok(())
+}
+
+fn read_val_curve(path: &Path) -> Result<Vec<(f64, f64)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let step = fields.first().and_then(|v| v.parse().ok());
+            let val = fields.get(2).and_then(|v| v.parse().ok());
+            step.zip(val)
+                .with_context(|| format!("bad metrics row {line:?}"))
+        })
+        .collect()
+}
+
+fn markdown_table(stages: &[Stage]) -> String {
+    let mut table = String::from(
+        "| config | parameters | steps | train loss | val loss | wall time | tokens/s | backend |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for stage in stages {
+        let s = &stage.summary;
+        table.push_str(&format!(
+            "| {} | {} | {} | {:.4} | {:.4} | {:.1} s | {:.0} | {} |\n",
+            stage.name,
+            group_digits(s.parameters),
+            group_digits(s.steps),
+            s.train_loss,
+            s.val_loss,
+            s.wall_time_s,
+            s.tokens_per_sec,
+            s.backend
+        ));
+    }
+    table
+}
+
+fn group_digits(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Text needs a TrueType font; these are common system locations.
+const FONT_CANDIDATES: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/Library/Fonts/Arial Unicode.ttf",
+];
+
+fn register_font() -> Result<()> {
+    let path = std::env::var("TINYGPT_FONT")
+        .ok()
+        .or_else(|| {
+            FONT_CANDIDATES
+                .iter()
+                .find(|p| Path::new(p).exists())
+                .map(|p| p.to_string())
+        })
+        .context(
+            "no TrueType font found for the chart: install DejaVu fonts \
+             (e.g. `apt-get install fonts-dejavu-core`) or set TINYGPT_FONT=/path/to/font.ttf",
+        )?;
+    let bytes: &'static [u8] = Box::leak(std::fs::read(&path)?.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow::anyhow!("{path} is not a usable TrueType font"))
+}
+
+fn draw_chart(stages: &[Stage], path: &Path, backend: &str) -> Result<()> {
+    register_font()?;
+    let max_step = stages
+        .iter()
+        .flat_map(|s| s.curve.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let (lo, hi) = stages
+        .iter()
+        .flat_map(|s| s.curve.iter().map(|p| p.1))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let root = BitMapBackend::new(path, (1000, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("tinygpt loss ladder: validation loss on Tiny Shakespeare ({backend})"),
+            ("sans-serif", 24),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..max_step, (lo - 0.05).max(0.0)..(hi + 0.05).min(lo + 2.5))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("val loss")
+        .label_style(("sans-serif", 16))
+        .draw()?;
+    for (i, stage) in stages.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(stage.curve.iter().copied(), color.stroke_width(2)))?
+            .label(format!("{} ({:.3})", stage.name, stage.summary.val_loss))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
