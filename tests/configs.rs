@@ -20,8 +20,8 @@ fn expected_params(name: &str) -> Option<usize> {
         "feedforward" => 8_609,
         "transformer" => 42_369,
         // nanoGPT's CPU shape with gpt.py's blocks: 4 x 198,272 + embeddings, ln_f and lm_head.
-        "nanogpt_cpu" => 816_705,
-        "gpt" => 10_788_929,
+        "nanogpt_cpu" | "nanogpt_cpu_recipe" => 816_705,
+        "gpt" | "nanogpt_shakespeare_char" => 10_788_929,
         _ => return None,
     })
 }
@@ -69,6 +69,8 @@ fn every_config_builds_with_the_stated_parameter_count() {
             "head",
             "multihead",
             "nanogpt_cpu",
+            "nanogpt_cpu_recipe",
+            "nanogpt_shakespeare_char",
             "transformer"
         ]
     );

@@ -153,3 +153,37 @@ fn generate_returns_exactly_n_tokens_in_the_vocabulary() {
         );
     }
 }
+
+/// The same checks on CUDA, when built with `--features cuda` and a GPU is present.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_causality_initial_loss_and_save_load() {
+    use burn::tensor::backend::AutodiffBackend;
+    use tinygpt_train::{dispatch, BackendError, BackendKind, BackendTask};
+    struct OnCuda;
+    impl BackendTask for OnCuda {
+        type Output = ();
+        fn run<B: AutodiffBackend>(self, _device: B::Device, _kind: BackendKind) {
+            for name in [
+                "head",
+                "multihead",
+                "feedforward",
+                "transformer",
+                "nanogpt_cpu",
+            ] {
+                causal::<B::InnerBackend>(name);
+            }
+            let loss = initial_loss::<B::InnerBackend>();
+            assert!(
+                (loss - (VOCAB as f64).ln()).abs() < 0.05,
+                "initial loss {loss}"
+            );
+            save_load_identical::<B::InnerBackend>();
+        }
+    }
+    match dispatch(BackendKind::Cuda, OnCuda) {
+        Ok(()) => println!("cuda: causality, initial loss and save/load checked"),
+        Err(e @ BackendError::CudaUnavailable(_)) => println!("SKIPPED on CUDA: {e}"),
+        Err(e) => panic!("{e}"),
+    }
+}

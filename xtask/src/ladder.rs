@@ -54,7 +54,8 @@ impl LadderArgs {
         };
         let mut iter = args.into_iter();
         while let Some(arg) = iter.next() {
-            let mut value = |name: &str| iter.next().with_context(|| format!("{name} needs a value"));
+            let mut value =
+                |name: &str| iter.next().with_context(|| format!("{name} needs a value"));
             match arg.as_str() {
                 "--backend" => parsed.backend = value("--backend")?,
                 "--out" => parsed.out = Some(value("--out")?.into()),
@@ -86,8 +87,9 @@ pub fn run(root: &Path, binary: &Path, args: LadderArgs) -> Result<()> {
         let config = root.join("configs").join(format!("{name}.ron"));
         let run_dir = out.join(name);
         if run_dir.exists() {
-            std::fs::remove_dir_all(&run_dir)
-                .with_context(|| format!("clearing the previous ladder run {}", run_dir.display()))?;
+            std::fs::remove_dir_all(&run_dir).with_context(|| {
+                format!("clearing the previous ladder run {}", run_dir.display())
+            })?;
         }
         eprintln!("ladder: training {name} on {}", args.backend);
         let status = Command::new(binary)
@@ -121,12 +123,17 @@ pub fn run(root: &Path, binary: &Path, args: LadderArgs) -> Result<()> {
     let chart = out.join("ladder.png");
     draw_chart(&stages, &chart, &args.backend)?;
     println!("{table}");
-    println!("table: {}\nchart: {}", out.join("ladder.md").display(), chart.display());
+    println!(
+        "table: {}\nchart: {}",
+        out.join("ladder.md").display(),
+        chart.display()
+    );
     Ok(())
 }
 
 fn read_val_curve(path: &Path) -> Result<Vec<(f64, f64)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .skip(1)
         .filter(|line| !line.is_empty())
@@ -208,7 +215,9 @@ fn draw_chart(stages: &[Stage], path: &Path, backend: &str) -> Result<()> {
     let (lo, hi) = stages
         .iter()
         .flat_map(|s| s.curve.iter().map(|p| p.1))
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     let root = BitMapBackend::new(path, (1000, 640)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -219,7 +228,10 @@ fn draw_chart(stages: &[Stage], path: &Path, backend: &str) -> Result<()> {
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.0..max_step, (lo - 0.05).max(0.0)..(hi + 0.05).min(lo + 2.5))?;
+        .build_cartesian_2d(
+            0.0..max_step,
+            (lo - 0.05).max(0.0)..(hi + 0.05).min(lo + 2.5),
+        )?;
     chart
         .configure_mesh()
         .x_desc("step")
@@ -229,9 +241,14 @@ fn draw_chart(stages: &[Stage], path: &Path, backend: &str) -> Result<()> {
     for (i, stage) in stages.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(stage.curve.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                stage.curve.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(format!("{} ({:.3})", stage.name, stage.summary.val_loss))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

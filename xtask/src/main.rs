@@ -4,11 +4,13 @@
 //! - `generate RUN_DIR [ARGS...]`: build in release mode and generate (`tinygpt generate`).
 //! - `ladder [--backend B] [--configs a,b] [--max-iters N]`: train every tutorial stage and
 //!   write a Markdown table and a PNG chart of the validation losses (`runs/ladder-B/`).
+//! - `gpu-check`: build the CUDA binaries, tests and a script for a GPU machine (`.gpu-check/`).
 //! - `ci`: format check, clippy with warnings as errors, the test suite, `cargo check --features cuda`.
 //!
 //! `--features cuda` before the config is passed to cargo, e.g.
 //! `cargo xtask train configs/gpt.ron --features cuda --backend cuda`.
 
+mod gpu_check;
 mod ladder;
 
 use anyhow::{bail, Context, Result};
@@ -22,6 +24,7 @@ tasks:
   generate RUN_DIR [--features cuda] [tinygpt generate options]
   ladder [--backend B] [--configs a,b,c] [--max-iters N] [--out DIR]
                                                            train every stage: table + chart
+  gpu-check                                                build CUDA binaries + script into .gpu-check/
   ci                                                       fmt, clippy, tests, cuda check";
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn run() -> Result<()> {
             let binary = build_cli(&[])?;
             ladder::run(&workspace_root(), &binary, args)
         }
+        Some("gpu-check") => gpu_check::prepare(&workspace_root(), cargo),
         Some("ci") => ci(),
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");

@@ -39,6 +39,31 @@ enum Command {
     Train(TrainArgs),
     /// Generate text from a trained run (its newest checkpoint) or a checkpoint file.
     Generate(GenerateArgs),
+    /// Time training steps (forward, backward, AdamW) of a config's model on random tokens.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A RON config, e.g. configs/gpt.ron.
+    config: PathBuf,
+    #[arg(long, default_value = "ndarray")]
+    backend: BackendKind,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps first (allocation, autotuning).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Override the config's batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Vocabulary size of the model (Tiny Shakespeare has 65 characters).
+    #[arg(long, default_value_t = 65)]
+    vocab_size: usize,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -49,7 +74,8 @@ struct TrainArgs {
     /// Continue an interrupted run from its newest checkpoint (its config comes along).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "seed"])]
     resume: Option<PathBuf>,
-    /// Where the computation runs: ndarray or flex (CPU), or cuda (needs the `cuda` feature).
+    /// Where the computation runs: ndarray or flex (CPU), or cuda / cuda-bf16 / cuda-f16 (needs
+    /// the `cuda` feature).
     #[arg(long, default_value = "ndarray")]
     backend: BackendKind,
     /// Run directory [default: runs/<config name>, or runs/<config name>-N if that holds a run].
@@ -84,7 +110,7 @@ struct GenerateArgs {
     top_k: Option<usize>,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Where the computation runs: ndarray, flex or cuda.
+    /// Where the computation runs: ndarray, flex, cuda, cuda-bf16 or cuda-f16.
     #[arg(long, default_value = "ndarray")]
     backend: BackendKind,
 }
@@ -95,6 +121,7 @@ fn main() -> ExitCode {
         Command::Info { config } => info(&config).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => train_command(args),
         Command::Generate(args) => generate_command(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench_command(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -348,4 +375,65 @@ fn generate_command(args: GenerateArgs) -> Result<()> {
         bail!("--top-k must be at least 1");
     }
     dispatch(args.backend, GenerateTask { args: &args })?
+}
+
+struct BenchTask<'a> {
+    args: &'a BenchArgs,
+    model: tinygpt_model::ModelConfig,
+    batch_size: usize,
+}
+
+impl BackendTask for BenchTask<'_> {
+    type Output = tinygpt_train::bench::StepTiming;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) -> Self::Output {
+        tinygpt_train::bench::time_train_steps::<B>(
+            &self.model,
+            self.batch_size,
+            self.args.warmup,
+            self.args.steps,
+            &device,
+            kind.name(),
+        )
+    }
+}
+
+fn bench_command(args: BenchArgs) -> Result<()> {
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let config = RunConfig::load(&args.config)?;
+    let model = config
+        .model
+        .resolve(args.vocab_size)
+        .with_context(|| format!("{}", args.config.display()))?;
+    let batch_size = args.batch_size.unwrap_or(config.training.batch_size);
+    let timing = dispatch(
+        args.backend,
+        BenchTask {
+            args: &args,
+            model,
+            batch_size,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&timing)?);
+    } else {
+        println!(
+            "{}: {} parameters, batch {} x {} on {}: median {:.2} ms/step (min {:.2}, max {:.2}) \
+             over {} steps, {:.0} tokens/s, {:.1} GFLOP/s",
+            args.config.display(),
+            group_digits(timing.parameters),
+            timing.batch_size,
+            timing.block_size,
+            timing.backend,
+            timing.median_ms,
+            timing.min_ms,
+            timing.max_ms,
+            timing.steps,
+            timing.tokens_per_sec,
+            timing.gflops
+        );
+    }
+    Ok(())
 }

@@ -178,7 +178,7 @@ fn bad_inputs_are_clear_errors() {
 
     let out = tinygpt(&["train", &good, "--backend", "tpu"], d);
     assert_eq!(out.status.code(), Some(2), "clap usage error");
-    assert!(text(&out.stderr).contains("ndarray, flex or cuda"));
+    assert!(text(&out.stderr).contains("ndarray, flex, cuda"));
 }
 
 #[cfg(unix)]

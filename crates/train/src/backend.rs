@@ -14,16 +14,28 @@ pub enum BackendKind {
     Flex,
     /// NVIDIA GPUs through CUDA (needs the `cuda` cargo feature and a driver at run time).
     Cuda,
+    /// CUDA with bfloat16 tensors (parameters, activations and optimizer state).
+    CudaBf16,
+    /// CUDA with float16 tensors.
+    CudaF16,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 3] = [BackendKind::NdArray, BackendKind::Flex, BackendKind::Cuda];
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::NdArray,
+        BackendKind::Flex,
+        BackendKind::Cuda,
+        BackendKind::CudaBf16,
+        BackendKind::CudaF16,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::NdArray => "ndarray",
             BackendKind::Flex => "flex",
             BackendKind::Cuda => "cuda",
+            BackendKind::CudaBf16 => "cuda-bf16",
+            BackendKind::CudaF16 => "cuda-f16",
         }
     }
 
@@ -31,7 +43,9 @@ impl BackendKind {
     pub fn compiled_in(self) -> bool {
         match self {
             BackendKind::NdArray | BackendKind::Flex => true,
-            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Cuda | BackendKind::CudaBf16 | BackendKind::CudaF16 => {
+                cfg!(feature = "cuda")
+            }
         }
     }
 }
@@ -55,7 +69,7 @@ impl FromStr for BackendKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown backend {0:?}: choose ndarray, flex or cuda")]
+    #[error("unknown backend {0:?}: choose ndarray, flex, cuda, cuda-bf16 or cuda-f16")]
     Unknown(String),
     #[error(
         "this tinygpt was built without CUDA support: rebuild with `--features cuda` \
@@ -80,27 +94,32 @@ pub trait BackendTask {
 pub type NdArrayBackend = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
 pub type FlexBackend = burn::backend::Autodiff<burn::backend::Flex>;
 #[cfg(feature = "cuda")]
-pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>;
+pub type CudaBackend<F = f32> = burn::backend::Autodiff<burn::backend::Cuda<F, i32>>;
 
 /// Runs `task` on the backend `kind`, after checking that the backend can run here.
 pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
     match kind {
         BackendKind::NdArray => Ok(task.run::<NdArrayBackend>(Default::default(), kind)),
         BackendKind::Flex => Ok(task.run::<FlexBackend>(Default::default(), kind)),
-        BackendKind::Cuda => run_cuda(task),
+        BackendKind::Cuda | BackendKind::CudaBf16 | BackendKind::CudaF16 => run_cuda(kind, task),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda<T: BackendTask>(_task: T) -> Result<T::Output, BackendError> {
+fn run_cuda<T: BackendTask>(_kind: BackendKind, _task: T) -> Result<T::Output, BackendError> {
     Err(BackendError::CudaNotCompiled)
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda<T: BackendTask>(task: T) -> Result<T::Output, BackendError> {
+fn run_cuda<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
+    use burn::tensor::{bf16, f16};
     let device = burn::backend::cuda::CudaDevice::default();
     probe_cuda(&device)?;
-    Ok(task.run::<CudaBackend>(device, BackendKind::Cuda))
+    Ok(match kind {
+        BackendKind::CudaBf16 => task.run::<CudaBackend<bf16>>(device, kind),
+        BackendKind::CudaF16 => task.run::<CudaBackend<f16>>(device, kind),
+        _ => task.run::<CudaBackend>(device, kind),
+    })
 }
 
 /// Burn's CUDA runtime panics when the driver or device is missing; turn that into an error
@@ -142,7 +161,11 @@ mod tests {
         assert_eq!("FLEX".parse::<BackendKind>(), Ok(BackendKind::Flex));
         assert_eq!("cuda".parse::<BackendKind>(), Ok(BackendKind::Cuda));
         let err = "tpu".parse::<BackendKind>().unwrap_err().to_string();
-        assert!(err.contains("ndarray, flex or cuda"), "{err}");
+        assert!(err.contains("ndarray, flex, cuda"), "{err}");
+        assert_eq!(
+            "cuda-bf16".parse::<BackendKind>(),
+            Ok(BackendKind::CudaBf16)
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -1,5 +1,6 @@
 //! The run config: one RON file declaring the architecture, the data and the training run.
 
+use crate::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tinygpt_data::CorpusSource;
@@ -89,6 +90,15 @@ pub struct TrainingSpec {
     pub seed: u64,
     #[serde(default)]
     pub optimizer: AdamWSpec,
+    /// How the learning rate moves over the run (constant by default).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Clip gradients to this global L2 norm (as `torch.nn.utils.clip_grad_norm_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+    /// Micro-batches of `batch_size` whose gradients are summed into one optimizer step.
+    #[serde(default = "default_accumulation")]
+    pub gradient_accumulation_steps: usize,
     /// Characters generated at the end of training.
     #[serde(default = "default_sample_tokens")]
     pub sample_tokens: usize,
@@ -97,6 +107,9 @@ pub struct TrainingSpec {
     pub keep_checkpoints: usize,
 }
 
+fn default_accumulation() -> usize {
+    1
+}
 fn default_seed() -> u64 {
     1337
 }
@@ -115,6 +128,9 @@ pub struct AdamWSpec {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Decay only parameters of two or more dimensions (matrices and embeddings), not biases
+    /// and LayerNorm, as nanoGPT groups them. The tutorial decays everything.
+    pub decay_matrices_only: bool,
 }
 
 impl Default for AdamWSpec {
@@ -124,6 +140,7 @@ impl Default for AdamWSpec {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.01,
+            decay_matrices_only: false,
         }
     }
 }
@@ -189,6 +206,7 @@ impl RunConfig {
             ("eval_interval", t.eval_interval),
             ("eval_iters", t.eval_iters),
             ("keep_checkpoints", t.keep_checkpoints),
+            ("gradient_accumulation_steps", t.gradient_accumulation_steps),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -200,6 +218,14 @@ impl RunConfig {
                 "training.learning_rate must be a positive number, got {}",
                 t.learning_rate
             ));
+        }
+        t.lr_schedule.check(t.learning_rate)?;
+        if let Some(clip) = t.grad_clip {
+            if !(clip > 0.0 && clip.is_finite()) {
+                return Err(format!(
+                    "training.grad_clip must be a positive number, got {clip}"
+                ));
+            }
         }
         let o = &t.optimizer;
         for (field, value) in [("beta1", o.beta1), ("beta2", o.beta2)] {

@@ -2,14 +2,18 @@
 //! any backend ([`trainer`]), checkpoint ([`checkpoint`]) and load runs back for generation.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod grads;
 pub mod metrics;
+pub mod schedule;
 pub mod trainer;
 
 pub use backend::{dispatch, BackendError, BackendKind, BackendTask};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
-pub use config::{ConfigError, Corpus, DataSpec, RunConfig, TrainingSpec};
+pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, RunConfig, TrainingSpec};
+pub use schedule::LrSchedule;
 pub use trainer::{estimate_loss, load_model, train, LossEstimate, TrainOptions, TrainReport};
 
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use crate::checkpoint::{
     BEST_CHECKPOINT, CHECKPOINT_DIR,
 };
 use crate::metrics::{MetricsRow, MetricsWriter};
-use crate::{BackendKind, Prepared, RunConfig, TrainError};
+use crate::{grads, BackendKind, Prepared, RunConfig, TrainError};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -238,7 +238,7 @@ pub fn train<B: AutodiffBackend>(
                 step,
                 train_loss: estimate.train,
                 val_loss: estimate.val,
-                lr: t.learning_rate,
+                lr: t.lr_schedule.lr_at(step, t.learning_rate, t.max_iters),
                 tokens_per_sec: if window_time.is_zero() {
                     0.0
                 } else {
@@ -275,16 +275,45 @@ pub fn train<B: AutodiffBackend>(
         // Dropout draws from the backend's generator: reseed it per step so a resumed run
         // makes the same draws as an uninterrupted one.
         B::seed(device, stream_seed(t.seed, DROPOUT_STREAM, step as u64));
+        let lr = t.lr_schedule.lr_at(step, t.learning_rate, t.max_iters);
+        // Micro-batches draw in sequence from the step's stream: k micro-batches of n windows
+        // are exactly the windows of one batch of k * n.
         let mut rng = stream_rng(t.seed, TRAIN_STREAM, step as u64);
-        let batch =
-            prepared
-                .splits
-                .batch::<B>(Split::Train, t.batch_size, block_size, &mut rng, device);
-        let (_, loss) = model.forward_loss(batch.inputs, batch.targets);
-        let report_loss = step.is_multiple_of(10);
-        let loss_value = report_loss.then(|| loss.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(t.learning_rate, model, grads);
+        let micro_batches = t.gradient_accumulation_steps;
+        let mut grads = None;
+        let mut step_loss = None;
+        for _ in 0..micro_batches {
+            let batch = prepared.splits.batch::<B>(
+                Split::Train,
+                t.batch_size,
+                block_size,
+                &mut rng,
+                device,
+            );
+            let (_, loss) = model.forward_loss(batch.inputs, batch.targets);
+            let loss = if micro_batches > 1 {
+                loss.div_scalar(micro_batches as f64)
+            } else {
+                loss
+            };
+            if step.is_multiple_of(10) {
+                let detached = loss.clone().detach();
+                step_loss = Some(match step_loss {
+                    Some(sum) => sum + detached,
+                    None => detached,
+                });
+            }
+            let micro_grads = GradientsParams::from_grads(loss.backward(), &model);
+            grads = Some(grads::accumulate(&model, grads, micro_grads));
+        }
+        let mut grads = grads.expect("gradient_accumulation_steps >= 1");
+        if let Some(max_norm) = t.grad_clip {
+            grads = grads::clip_global_norm(&model, grads, max_norm).0;
+        }
+        let o = &t.optimizer;
+        model = grads::apply_weight_decay(model, lr, o.weight_decay, o.decay_matrices_only);
+        model = optimizer.step(lr, model, grads);
+        let loss_value = step_loss;
         state.step += 1;
         if let Some(loss) = loss_value {
             let loss: f64 = loss.into_scalar().elem();
@@ -385,7 +414,8 @@ fn adamw<B: AutodiffBackend>(
         .with_beta_1(o.beta1 as f32)
         .with_beta_2(o.beta2 as f32)
         .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
+        // Decay is applied by `grads::apply_weight_decay`, which can spare rank-1 parameters.
+        .with_weight_decay(0.0)
         .init::<B, LanguageModel<B>>()
 }
 

@@ -1,0 +1,157 @@
+//! Timing training steps (forward, backward, AdamW) on any backend, with nanoGPT's model-FLOPs
+//! estimate so throughput can be compared with the hardware's peak.
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Int, Tensor};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use tinygpt_layers::LayerConfig;
+use tinygpt_model::{LanguageModel, ModelConfig};
+
+/// Median and spread of timed training steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub backend: String,
+    pub batch_size: usize,
+    pub block_size: usize,
+    pub parameters: usize,
+    pub steps: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub tokens_per_sec: f64,
+    /// Achieved model FLOP/s (6N + attention per token, as nanoGPT's `estimate_mfu`), in GFLOP/s.
+    pub gflops: f64,
+}
+
+/// Training FLOPs per token: 6 per weight (forward + backward) plus attention's
+/// `12 * heads * head_size * T` per attention layer, as nanoGPT's `estimate_mfu`.
+pub fn flops_per_token(config: &ModelConfig, parameters: usize) -> f64 {
+    let t = config.block_size as f64;
+    let position = if config.position_embedding {
+        config.block_size * config.n_embd
+    } else {
+        0
+    };
+    let attention: f64 = config
+        .layers
+        .iter()
+        .map(|layer| match &layer.config {
+            LayerConfig::Block(block) => {
+                (block.attention.n_head * block.attention.head_size) as f64
+            }
+            LayerConfig::MultiHeadAttention(mha) => (mha.n_head * mha.head_size) as f64,
+            LayerConfig::Head(head) => head.head_size as f64,
+            _ => 0.0,
+        })
+        .sum();
+    6.0 * (parameters - position) as f64 + 12.0 * attention * t
+}
+
+/// Times `steps` training steps after `warmup` untimed ones, on random tokens.
+pub fn time_train_steps<B: AutodiffBackend>(
+    config: &ModelConfig,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+    backend: &str,
+) -> StepTiming {
+    B::seed(device, 0);
+    let mut model: LanguageModel<B> = config.init(device);
+    let parameters = model.num_params();
+    let mut optimizer = AdamWConfig::new().init::<B, LanguageModel<B>>();
+    let tokens = || {
+        Tensor::<B, 2>::random(
+            [batch_size, config.block_size],
+            Distribution::Uniform(0.0, config.vocab_size as f64),
+            device,
+        )
+        .int()
+    };
+    let (x, y): (Tensor<B, 2, Int>, Tensor<B, 2, Int>) = (tokens(), tokens());
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let started = Instant::now();
+        let (_, loss) = model.forward_loss(x.clone(), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-4, model, grads);
+        B::sync(device).expect("the device finishes the step");
+        if i >= warmup {
+            times.push(started.elapsed());
+        }
+    }
+    summarise(times, config, parameters, batch_size, backend)
+}
+
+fn summarise(
+    mut times: Vec<Duration>,
+    config: &ModelConfig,
+    parameters: usize,
+    batch_size: usize,
+    backend: &str,
+) -> StepTiming {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = if times.is_empty() {
+        0.0
+    } else if times.len() % 2 == 1 {
+        ms(times[times.len() / 2])
+    } else {
+        (ms(times[times.len() / 2 - 1]) + ms(times[times.len() / 2])) / 2.0
+    };
+    let tokens = (batch_size * config.block_size) as f64;
+    let tokens_per_sec = if median > 0.0 {
+        tokens / (median / 1e3)
+    } else {
+        0.0
+    };
+    StepTiming {
+        backend: backend.to_string(),
+        batch_size,
+        block_size: config.block_size,
+        parameters,
+        steps: times.len(),
+        median_ms: median,
+        min_ms: times.first().map_or(0.0, |&d| ms(d)),
+        max_ms: times.last().map_or(0.0, |&d| ms(d)),
+        tokens_per_sec,
+        gflops: tokens_per_sec * flops_per_token(config, parameters) / 1e9,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RunConfig;
+    use burn::backend::{Autodiff, NdArray};
+
+    #[test]
+    fn flops_match_nanogpt_for_gpt_ron() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/gpt.ron");
+        let config = RunConfig::load(&path).unwrap().model.resolve(65).unwrap();
+        // 6 * (10,788,929 - 256 * 384) + 12 * 6 layers * 384 * 256
+        let expected = 6.0 * (10_788_929.0 - 98_304.0) + 12.0 * 6.0 * 384.0 * 256.0;
+        assert_eq!(flops_per_token(&config, 10_788_929), expected);
+    }
+
+    #[test]
+    fn times_steps() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/bigram.ron");
+        let config = RunConfig::load(&path).unwrap().model.resolve(65).unwrap();
+        let timing = time_train_steps::<Autodiff<NdArray<f32>>>(
+            &config,
+            4,
+            1,
+            3,
+            &Default::default(),
+            "ndarray",
+        );
+        assert_eq!(timing.steps, 3);
+        assert!(timing.min_ms <= timing.median_ms && timing.median_ms <= timing.max_ms);
+        assert!(timing.tokens_per_sec > 0.0 && timing.gflops > 0.0);
+    }
+}

@@ -1,0 +1,154 @@
+//! `cargo xtask gpu-check`: the CUDA verification, in two halves.
+//!
+//! The GPU machine has CUDA and PyTorch but no Rust, so `gpu-check` builds everything here with
+//! `--features cuda` (release, stripped) into `.gpu-check/`, together with the corpus and a
+//! script; the script (`bash .gpu-check/run.sh`, from the repository root) then runs there:
+//! the backend-generic model tests and the CPU-vs-CUDA parity test on CUDA, a `transformer.ron`
+//! training run on CUDA, a short `gpt.ron` run, and `gpt.ron` step timings in f32, bf16 and f16
+//! beside PyTorch eager on the same GPU. It writes its report to `$OUT` (or `.gpu-check/out`).
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const DIR: &str = ".gpu-check";
+
+/// The integration tests that hold backend-generic CUDA checks.
+const TEST_TARGETS: [&str; 2] = ["cuda_parity", "model"];
+
+pub fn prepare(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
+    let out = root.join(DIR);
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    std::fs::create_dir_all(out.join("data/tinyshakespeare"))?;
+
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "--package",
+        "tinygpt",
+        "--features",
+        "cuda",
+    ]);
+    run(&mut build)?;
+    install(&root.join("target/release/tinygpt"), &out.join("tinygpt"))?;
+
+    let mut tests = cargo();
+    tests.args([
+        "test",
+        "--release",
+        "--features",
+        "cuda",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    for target in TEST_TARGETS {
+        tests.args(["--test", target]);
+    }
+    let output = tests
+        .output()
+        .context("building the CUDA test executables")?;
+    if !output.status.success() {
+        bail!(
+            "building the CUDA tests failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = message["target"]["name"].as_str().unwrap_or_default();
+        if let (true, Some(executable)) =
+            (TEST_TARGETS.contains(&name), message["executable"].as_str())
+        {
+            install(Path::new(executable), &out.join(format!("test-{name}")))?;
+        }
+    }
+    for target in TEST_TARGETS {
+        if !out.join(format!("test-{target}")).exists() {
+            bail!("cargo did not report the test executable for {target}");
+        }
+    }
+
+    let corpus = root.join("data/tinyshakespeare/input.txt");
+    if !corpus.exists() {
+        bail!(
+            "{} is missing: train once (it downloads) or copy the corpus there first",
+            corpus.display()
+        );
+    }
+    std::fs::copy(&corpus, out.join("data/tinyshakespeare/input.txt"))?;
+    std::fs::write(out.join("run.sh"), SCRIPT)?;
+    let size: u64 = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "prepared {} ({:.1} MiB). On the GPU machine, from the repository root, carrying {DIR}:\n  \
+         bash {DIR}/run.sh",
+        out.display(),
+        size as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    if !command
+        .status()
+        .with_context(|| format!("starting {shown}"))?
+        .success()
+    {
+        bail!("{shown} failed");
+    }
+    Ok(())
+}
+
+/// Copies an executable and strips its symbols: the machine's transfer limit is 64 MiB.
+fn install(from: &Path, to: &PathBuf) -> Result<()> {
+    std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    let _ = Command::new("strip").arg(to).status();
+    Ok(())
+}
+
+const SCRIPT: &str = r#"#!/usr/bin/env bash
+# tinygpt's CUDA check; made by `cargo xtask gpu-check`. Run from the repository root.
+set -u
+G=.gpu-check
+OUT=${OUT:-$G/out}
+mkdir -p "$OUT" data/tinyshakespeare
+cp -n $G/data/tinyshakespeare/input.txt data/tinyshakespeare/input.txt
+status=0
+step() { echo; echo "=== $*"; }
+nvidia-smi -L | tee "$OUT/device.txt"
+
+step "CPU-vs-CUDA parity (logits/loss 1e-4, gradients 1e-3)"
+$G/test-cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/parity.txt" || status=1
+
+step "backend-generic model tests on CUDA"
+$G/test-model cuda --nocapture --test-threads 1 2>&1 | tee "$OUT/model-tests.txt" || status=1
+
+step "transformer.ron trained on CUDA"
+timeout 240 $G/tinygpt train configs/transformer.ron --backend cuda --quiet --out "$OUT/transformer" \
+    2>&1 | tee "$OUT/transformer.txt" || status=1
+
+step "gpt.ron step timings, Burn (cuda f32, bf16, f16) and PyTorch eager"
+for backend in cuda cuda-bf16 cuda-f16; do
+    timeout 120 $G/tinygpt bench configs/gpt.ron --backend $backend --steps 10 --warmup 3 --json \
+        2>&1 | tee -a "$OUT/bench.jsonl" || status=1
+done
+for dtype in f32 bf16 f16; do
+    timeout 120 python3 reference/gpt_step.py --device cuda --dtype $dtype --steps 10 --warmup 3 \
+        2>&1 | tee -a "$OUT/bench.jsonl" || status=1
+done
+
+step "gpt.ron, a short run on CUDA (500 steps)"
+timeout 200 $G/tinygpt train configs/gpt.ron --backend cuda --max-iters 500 --quiet \
+    --out "$OUT/gpt" 2>&1 | tee "$OUT/gpt.txt" || status=1
+
+step "done (status $status)"
+exit $status
+"#;
