@@ -6,6 +6,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod grads;
+pub mod import;
 pub mod metrics;
 pub mod schedule;
 pub mod trainer;
@@ -14,7 +15,9 @@ pub use backend::{dispatch, BackendError, BackendKind, BackendTask};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, RunConfig, TrainingSpec};
 pub use schedule::LrSchedule;
-pub use trainer::{estimate_loss, load_model, train, LossEstimate, TrainOptions, TrainReport};
+pub use trainer::{
+    adamw, apply_update, estimate_loss, load_model, train, LossEstimate, TrainOptions, TrainReport,
+};
 
 use std::path::PathBuf;
 use tinygpt_data::{load_corpus, DataError, TokenSplits};

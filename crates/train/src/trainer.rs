@@ -306,13 +306,8 @@ pub fn train<B: AutodiffBackend>(
             let micro_grads = GradientsParams::from_grads(loss.backward(), &model);
             grads = Some(grads::accumulate(&model, grads, micro_grads));
         }
-        let mut grads = grads.expect("gradient_accumulation_steps >= 1");
-        if let Some(max_norm) = t.grad_clip {
-            grads = grads::clip_global_norm(&model, grads, max_norm).0;
-        }
-        let o = &t.optimizer;
-        model = grads::apply_weight_decay(model, lr, o.weight_decay, o.decay_matrices_only);
-        model = optimizer.step(lr, model, grads);
+        let grads = grads.expect("gradient_accumulation_steps >= 1");
+        model = apply_update(model, &mut optimizer, grads, lr, t);
         let loss_value = step_loss;
         state.step += 1;
         if let Some(loss) = loss_value {
@@ -406,7 +401,25 @@ struct RunState {
     resumed_at: Option<usize>,
 }
 
-fn adamw<B: AutodiffBackend>(
+/// One optimizer update as training makes it: clip by global norm (if configured), decoupled
+/// weight decay, then AdamW with the step's learning rate.
+pub fn apply_update<B: AutodiffBackend, O: Optimizer<LanguageModel<B>, B>>(
+    model: LanguageModel<B>,
+    optimizer: &mut O,
+    mut grads: GradientsParams,
+    lr: f64,
+    t: &crate::TrainingSpec,
+) -> LanguageModel<B> {
+    if let Some(max_norm) = t.grad_clip {
+        grads = grads::clip_global_norm(&model, grads, max_norm).0;
+    }
+    let o = &t.optimizer;
+    let model = grads::apply_weight_decay(model, lr, o.weight_decay, o.decay_matrices_only);
+    optimizer.step(lr, model, grads)
+}
+
+/// The run's AdamW (betas and epsilon from the config; weight decay is `apply_update`'s).
+pub fn adamw<B: AutodiffBackend>(
     t: &crate::TrainingSpec,
 ) -> impl Optimizer<LanguageModel<B>, B, Record = OptimizerRecord<B>> {
     let o = &t.optimizer;
@@ -419,7 +432,7 @@ fn adamw<B: AutodiffBackend>(
         .init::<B, LanguageModel<B>>()
 }
 
-type OptimizerRecord<B> = <burn::optim::adaptor::OptimizerAdaptor<
+pub type OptimizerRecord<B> = <burn::optim::adaptor::OptimizerAdaptor<
     burn::optim::AdamW,
     LanguageModel<B>,
     B,
