@@ -1,5 +1,6 @@
 //! Compares the CPU backends on the tutorial's final model (`configs/transformer.ron`, batch 32,
-//! block 8): a forward pass, and a full training step (forward, backward, AdamW).
+//! block 8): a forward pass, and a full training step (forward, backward, AdamW). Also times
+//! generation with and without the key/value cache at block_size 256 (nanogpt_cpu's model).
 //!
 //! `cargo bench --bench backends`; add `--features cuda` on a GPU machine to include CUDA.
 
@@ -69,6 +70,44 @@ impl BackendTask for Bench<'_> {
     }
 }
 
+/// 255 new tokens after a 1-token prompt fill a 256-position window: the cache's best case that
+/// still never slides.
+fn generation(c: &mut Criterion) {
+    use std::ops::ControlFlow;
+    use tinygpt_model::{Sampler, Sampling};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/nanogpt_cpu.ron");
+    let mut config = RunConfig::load(&path).expect("configs/nanogpt_cpu.ron parses");
+    config.model.block_size = 256;
+    let config = config.model.resolve(VOCAB).expect("valid");
+    let model: LanguageModel<burn::backend::Flex> = config.init(&Default::default());
+    let mut group = c.benchmark_group("generate_255_tokens_block_256");
+    group.sample_size(10);
+    for cached in [true, false] {
+        let name = if cached {
+            "kv_cache/flex"
+        } else {
+            "recompute/flex"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut sampler = Sampler::new(Sampling::default(), 1);
+                let mut n = 0;
+                let count = |_| {
+                    n += 1;
+                    ControlFlow::Continue(())
+                };
+                if cached {
+                    model.generate_with(&[0], 255, &mut sampler, count);
+                } else {
+                    model.generate_uncached_with(&[0], 255, &mut sampler, count);
+                }
+                n
+            })
+        });
+    }
+    group.finish();
+}
+
 fn backends(c: &mut Criterion) {
     let config = transformer();
     for kind in BackendKind::ALL {
@@ -81,5 +120,5 @@ fn backends(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, backends);
+criterion_group!(benches, backends, generation);
 criterion_main!(benches);

@@ -8,7 +8,8 @@ A step is forward + backward + AdamW on one fixed random batch, as `tinygpt benc
 
     python3 reference/gpt_step.py --device cuda --dtype bf16          # gpt.ron's shape
     python3 reference/gpt_step.py --device cpu --threads 2 --n-layer 4 --n-head 4 --n-embd 128 \
-        --block-size 64 --batch-size 12                                # nanogpt_cpu.ron's
+        --block-size 64 --batch-size 12 --dropout 0                    # nanogpt_cpu.ron's
+    python3 reference/gpt_step.py --device cpu --threads 2 --bigram --block-size 8 --batch-size 32
 
 Prints one JSON object (median ms/step, tokens/s). Needs only `pip install torch`.
 """
@@ -56,6 +57,18 @@ class Block(nn.Module):
         return x + self.ffwd(self.ln2(x))
 
 
+class Bigram(nn.Module):
+    """The tutorial's first model: the logits of the next token are a row of a table."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.token_embedding_table = nn.Embedding(vocab, vocab)
+
+    def forward(self, idx, targets):
+        logits = self.token_embedding_table(idx)
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+
 class GPT(nn.Module):
     def __init__(self, vocab, n_embd, n_head, n_layer, block_size, dropout):
         super().__init__()
@@ -96,12 +109,16 @@ def main():
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--bigram", action="store_true", help="time bigram.ron's model instead")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     device = torch.device(a.device)
-    model = GPT(a.vocab, a.n_embd, a.n_head, a.n_layer, a.block_size, a.dropout).to(device)
+    if a.bigram:
+        model = Bigram(a.vocab).to(device)
+    else:
+        model = GPT(a.vocab, a.n_embd, a.n_head, a.n_layer, a.block_size, a.dropout).to(device)
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(a.vocab, (a.batch_size, a.block_size), device=device)

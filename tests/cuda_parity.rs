@@ -20,11 +20,18 @@ mod parity {
     use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
     use burn::tensor::backend::AutodiffBackend;
     use burn::tensor::{Int, Tensor, TensorData};
-    use std::path::Path;
     use tinygpt_model::{LanguageModel, ModelConfig};
     use tinygpt_train::{dispatch, grads, BackendError, BackendKind, BackendTask, RunConfig};
 
     type Cpu = Autodiff<NdArray<f32>>;
+
+    /// The repository, where `configs/` lives; `TINYGPT_ROOT` overrides it for test executables
+    /// run on another machine (`cargo xtask gpu-check`).
+    fn repo_root() -> std::path::PathBuf {
+        std::env::var_os("TINYGPT_ROOT")
+            .map(Into::into)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+    }
 
     struct Outputs {
         logits: Vec<f32>,
@@ -72,8 +79,7 @@ mod parity {
     impl BackendTask for Compare {
         type Output = ();
         fn run<B: AutodiffBackend>(self, device: B::Device, _kind: BackendKind) {
-            let path =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{}.ron", self.name));
+            let path = repo_root().join(format!("configs/{}.ron", self.name));
             let config = RunConfig::load(&path).unwrap().model.resolve(65).unwrap();
             let cpu_device = Default::default();
             let model: LanguageModel<Cpu> = config.init(&cpu_device);

@@ -4,14 +4,21 @@ use burn::backend::{Flex, NdArray};
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::{backend::Backend, Distribution, ElementConversion, Int, Tensor};
-use std::path::Path;
 use tinygpt_model::{LanguageModel, ModelConfig, Sampler, Sampling};
 use tinygpt_train::RunConfig;
 
 const VOCAB: usize = 65;
 
+/// The repository, where `configs/` lives; `TINYGPT_ROOT` overrides it for test executables run
+/// on another machine (`cargo xtask gpu-check`).
+fn repo_root() -> std::path::PathBuf {
+    std::env::var_os("TINYGPT_ROOT")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 fn model_config(name: &str) -> ModelConfig {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.ron"));
+    let path = repo_root().join(format!("configs/{name}.ron"));
     RunConfig::load(&path)
         .unwrap()
         .model
@@ -144,7 +151,7 @@ fn generate_returns_exactly_n_tokens_in_the_vocabulary() {
         assert_eq!(draw(1), draw(1), "{name}: seeded");
         let greedy = Sampling {
             temperature: 0.0,
-            top_k: None,
+            ..Sampling::default()
         };
         assert_eq!(
             model.generate(&[], 20, &mut Sampler::new(greedy, 1)),
@@ -185,5 +192,67 @@ fn cuda_causality_initial_loss_and_save_load() {
         Ok(()) => println!("cuda: causality, initial loss and save/load checked"),
         Err(e @ BackendError::CudaUnavailable(_)) => println!("SKIPPED on CUDA: {e}"),
         Err(e) => panic!("{e}"),
+    }
+}
+
+fn cached_logits_match_full_forward<B: Backend>(name: &str) {
+    let device = Default::default();
+    let config = model_config(name);
+    let model: LanguageModel<B> = config.init(&device);
+    let t = config.block_size;
+    let idx = random_tokens::<B>([1, t], &device);
+    let full = model.forward(idx.clone());
+    // A prompt of half the window at once, then one token at a time.
+    let mut cache = tinygpt_model::GenerationCache::default();
+    let mut pieces = vec![model.forward_cached(idx.clone().slice([0..1, 0..t / 2]), &mut cache)];
+    for i in t / 2..t {
+        pieces.push(model.forward_cached(idx.clone().slice([0..1, i..i + 1]), &mut cache));
+    }
+    assert_eq!(cache.len(), t);
+    Tensor::cat(pieces, 1)
+        .into_data()
+        .assert_approx_eq::<f32>(&full.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+}
+
+#[test]
+fn cached_forward_matches_the_full_forward() {
+    for name in ["head", "transformer", "nanogpt_cpu"] {
+        cached_logits_match_full_forward::<NdArray<f32>>(name);
+        cached_logits_match_full_forward::<Flex>(name);
+    }
+}
+
+#[test]
+fn cached_generation_gives_the_uncached_tokens() {
+    use std::ops::ControlFlow;
+    let device = Default::default();
+    for name in ["bigram", "transformer", "nanogpt_cpu"] {
+        let config = model_config(name);
+        let model: LanguageModel<Flex> = config.init(&device);
+        // Past the window, so the sliding re-encode is exercised too.
+        let n = 2 * config.block_size + 5;
+        for sampling in [
+            Sampling::default(),
+            Sampling {
+                temperature: 0.0,
+                ..Sampling::default()
+            },
+        ] {
+            let run = |cached: bool| {
+                let mut sampler = Sampler::new(sampling, 21);
+                let mut tokens = Vec::new();
+                let collect = |t| {
+                    tokens.push(t);
+                    ControlFlow::Continue(())
+                };
+                if cached {
+                    model.generate_with(&[3, 1, 4], n, &mut sampler, collect);
+                } else {
+                    model.generate_uncached_with(&[3, 1, 4], n, &mut sampler, collect);
+                }
+                tokens
+            };
+            assert_eq!(run(true), run(false), "{name}, {sampling:?}");
+        }
     }
 }

@@ -68,7 +68,7 @@ pub fn prepare(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
         }
     }
     for target in TEST_TARGETS {
-        if !out.join(format!("test-{target}")).exists() {
+        if !out.join(format!("test-{target}.xz")).exists() {
             bail!("cargo did not report the test executable for {target}");
         }
     }
@@ -84,8 +84,10 @@ pub fn prepare(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
     std::fs::write(out.join("run.sh"), SCRIPT)?;
     let size: u64 = std::fs::read_dir(&out)?
         .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
         .map(|m| m.len())
-        .sum();
+        .sum::<u64>()
+        + std::fs::metadata(out.join("data/tinyshakespeare/input.txt"))?.len();
     println!(
         "prepared {} ({:.1} MiB). On the GPU machine, from the repository root, carrying {DIR}:\n  \
          bash {DIR}/run.sh",
@@ -107,11 +109,13 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Copies an executable and strips its symbols: the machine's transfer limit is 64 MiB.
+/// Copies an executable, strips its symbols and xz-compresses it (`NAME.xz`): the GPU
+/// machine takes at most 64 MiB per transfer, and the CUDA builds are ~50-65 MB each stripped.
 fn install(from: &Path, to: &PathBuf) -> Result<()> {
     std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
     let _ = Command::new("strip").arg(to).status();
-    Ok(())
+    run(Command::new("xz").args(["-T2", "-6", "--force"]).arg(to))
+        .context("compressing with xz (install xz-utils)")
 }
 
 const SCRIPT: &str = r#"#!/usr/bin/env bash
@@ -119,25 +123,33 @@ const SCRIPT: &str = r#"#!/usr/bin/env bash
 set -u
 G=.gpu-check
 OUT=${OUT:-$G/out}
+BIN=$(mktemp -d)
+export TINYGPT_ROOT=$(pwd)
 mkdir -p "$OUT" data/tinyshakespeare
+# The executables travel xz-compressed; Python's lzma unpacks them (no xz needed there).
+for f in $G/*.xz; do
+    name=$(basename "$f" .xz)
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$BIN/$name"
+    chmod +x "$BIN/$name"
+done
 cp -n $G/data/tinyshakespeare/input.txt data/tinyshakespeare/input.txt
 status=0
 step() { echo; echo "=== $*"; }
 nvidia-smi -L | tee "$OUT/device.txt"
 
 step "CPU-vs-CUDA parity (logits/loss 1e-4, gradients 1e-3)"
-$G/test-cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/parity.txt" || status=1
+$BIN/test-cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/parity.txt" || status=1
 
 step "backend-generic model tests on CUDA"
-$G/test-model cuda --nocapture --test-threads 1 2>&1 | tee "$OUT/model-tests.txt" || status=1
+$BIN/test-model cuda --nocapture --test-threads 1 2>&1 | tee "$OUT/model-tests.txt" || status=1
 
 step "transformer.ron trained on CUDA"
-timeout 240 $G/tinygpt train configs/transformer.ron --backend cuda --quiet --out "$OUT/transformer" \
+timeout 240 $BIN/tinygpt train configs/transformer.ron --backend cuda --quiet --out "$OUT/transformer" \
     2>&1 | tee "$OUT/transformer.txt" || status=1
 
 step "gpt.ron step timings, Burn (cuda f32, bf16, f16) and PyTorch eager"
 for backend in cuda cuda-bf16 cuda-f16; do
-    timeout 120 $G/tinygpt bench configs/gpt.ron --backend $backend --steps 10 --warmup 3 --json \
+    timeout 120 $BIN/tinygpt bench configs/gpt.ron --backend $backend --steps 10 --warmup 3 --json \
         2>&1 | tee -a "$OUT/bench.jsonl" || status=1
 done
 for dtype in f32 bf16 f16; do
@@ -146,7 +158,7 @@ for dtype in f32 bf16 f16; do
 done
 
 step "gpt.ron, a short run on CUDA (500 steps)"
-timeout 200 $G/tinygpt train configs/gpt.ron --backend cuda --max-iters 500 --quiet \
+timeout 200 $BIN/tinygpt train configs/gpt.ron --backend cuda --max-iters 500 --quiet \
     --out "$OUT/gpt" 2>&1 | tee "$OUT/gpt.txt" || status=1
 
 step "done (status $status)"

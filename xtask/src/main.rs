@@ -4,12 +4,14 @@
 //! - `generate RUN_DIR [ARGS...]`: build in release mode and generate (`tinygpt generate`).
 //! - `ladder [--backend B] [--configs a,b] [--max-iters N]`: train every tutorial stage and
 //!   write a Markdown table and a PNG chart of the validation losses (`runs/ladder-B/`).
+//! - `bench [--vs-pytorch]`: median training step per config and backend (and PyTorch's).
 //! - `gpu-check`: build the CUDA binaries, tests and a script for a GPU machine (`.gpu-check/`).
 //! - `ci`: format check, clippy with warnings as errors, the test suite, `cargo check --features cuda`.
 //!
 //! `--features cuda` before the config is passed to cargo, e.g.
 //! `cargo xtask train configs/gpt.ron --features cuda --backend cuda`.
 
+mod bench;
 mod gpu_check;
 mod ladder;
 
@@ -24,6 +26,7 @@ tasks:
   generate RUN_DIR [--features cuda] [tinygpt generate options]
   ladder [--backend B] [--configs a,b,c] [--max-iters N] [--out DIR]
                                                            train every stage: table + chart
+  bench [--vs-pytorch] [--backends a,b] [--configs a,b]    training-step table (and PyTorch ratios)
   gpu-check                                                build CUDA binaries + script into .gpu-check/
   ci                                                       fmt, clippy, tests, cuda check";
 
@@ -53,6 +56,11 @@ fn run() -> Result<()> {
             let args = ladder::LadderArgs::parse(rest)?;
             let binary = build_cli(&[])?;
             ladder::run(&workspace_root(), &binary, args)
+        }
+        Some("bench") => {
+            let args = bench::BenchArgs::parse(rest)?;
+            let binary = build_cli(&[])?;
+            bench::run(&workspace_root(), &binary, args)
         }
         Some("gpu-check") => gpu_check::prepare(&workspace_root(), cargo),
         Some("ci") => ci(),

@@ -108,6 +108,9 @@ struct GenerateArgs {
     /// Sample only among the k likeliest characters.
     #[arg(long)]
     top_k: Option<usize>,
+    /// Nucleus sampling: only among the likeliest characters whose probabilities sum to P.
+    #[arg(long, value_name = "P")]
+    top_p: Option<f64>,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     /// Where the computation runs: ndarray, flex, cuda, cuda-bf16 or cuda-f16.
@@ -261,10 +264,10 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         config.training.max_iters = max_iters;
     }
     if let Some(checkpoint) = &resume {
-        if checkpoint.meta.step > config.training.max_iters {
+        if checkpoint.meta.step >= config.training.max_iters {
             bail!(
-                "the run is already at step {} (past max_iters {}): pass a larger --max-iters \
-                 to train further",
+                "the run is already at step {} (max_iters {}): pass a larger --max-iters to \
+                 train further",
                 checkpoint.meta.step,
                 config.training.max_iters
             );
@@ -338,6 +341,7 @@ impl BackendTask for GenerateTask<'_> {
             Sampling {
                 temperature: args.temperature,
                 top_k: args.top_k,
+                top_p: args.top_p,
             },
             args.seed,
         );
@@ -373,6 +377,11 @@ fn generate_command(args: GenerateArgs) -> Result<()> {
     }
     if args.top_k == Some(0) {
         bail!("--top-k must be at least 1");
+    }
+    if let Some(p) = args.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            bail!("--top-p must be in (0, 1], got {p}");
+        }
     }
     dispatch(args.backend, GenerateTask { args: &args })?
 }

@@ -265,3 +265,166 @@ fn diverging_loss_stops_with_a_clear_error() {
     let run = tinygpt_train::open_run(&d.join("run")).unwrap();
     assert_eq!(run.checkpoint.meta.step, 0);
 }
+
+#[test]
+fn corpus_and_setting_problems_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("empty.txt"), "").unwrap();
+    std::fs::write(d.join("binary.txt"), b"abc\xff\xfedef").unwrap();
+    std::fs::write(d.join("one.txt"), "aaaaaaaaaaaaaaaa").unwrap();
+    std::fs::write(d.join("ok.txt"), "abcdefgh\n".repeat(20)).unwrap();
+    let bigram = "(block_size: 4, position_embedding: false, lm_head: false)";
+    let cases: [(&str, &str, &str, &str, &[&str]); 7] = [
+        ("empty.txt", bigram, "1e-3", "", &["empty.txt", "is empty"]),
+        (
+            "binary.txt",
+            bigram,
+            "1e-3",
+            "",
+            &["binary.txt", "not valid UTF-8", "offset 3"],
+        ),
+        (
+            "one.txt",
+            bigram,
+            "1e-3",
+            "",
+            &["one.txt", "1 distinct", "at least 2"],
+        ),
+        (
+            "nothing.txt",
+            bigram,
+            "1e-3",
+            "",
+            &["nothing.txt", "does not exist"],
+        ),
+        ("ok.txt", bigram, "-1.0", "", &["learning_rate", "positive"]),
+        ("ok.txt", bigram, "1e-3", ", grad_clip: 0.0", &["grad_clip"]),
+        (
+            "ok.txt",
+            "(block_size: 4, dropout: 1.0)",
+            "1e-3",
+            "",
+            &["dropout", "[0, 1)"],
+        ),
+    ];
+    for (i, (corpus, model, lr, extra, needles)) in cases.into_iter().enumerate() {
+        let name = format!("case{i}.ron");
+        let text = format!(
+            "(model: {model}, data: (corpus: File(path: {corpus:?})), training: (batch_size: 4, \
+             max_iters: 2, learning_rate: {lr}, eval_interval: 1, eval_iters: 1{extra}))"
+        );
+        std::fs::write(d.join(&name), text).unwrap();
+        assert_fails_with(&tinygpt(&["train", &name, "--quiet"], d), needles);
+    }
+}
+
+#[test]
+fn failed_checkpoint_writes_keep_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(d, "small.ron", SMALL_MODEL, 40);
+
+    // An output path under a regular file cannot be created.
+    std::fs::write(d.join("file"), "").unwrap();
+    assert_fails_with(
+        &tinygpt(&["train", &config, "--quiet", "--out", "file/run"], d),
+        &["cannot write to the run directory", "file/run"],
+    );
+
+    // The step-40 checkpoint cannot be written (a directory blocks its name): training fails
+    // there, and the step-20 checkpoint is intact and usable.
+    std::fs::create_dir_all(d.join("run/checkpoints/step-0000040.ckpt")).unwrap();
+    let out = tinygpt(&["train", &config, "--quiet", "--out", "run"], d);
+    assert_fails_with(
+        &out,
+        &[
+            "cannot write checkpoint",
+            "previous checkpoint is untouched",
+        ],
+    );
+    let generated = tinygpt(
+        &[
+            "generate",
+            "run/checkpoints/step-0000020.ckpt",
+            "--max-new-tokens",
+            "5",
+        ],
+        d,
+    );
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let leftovers: Vec<String> = std::fs::read_dir(d.join("run/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn resuming_after_the_corpus_changed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(d, "small.ron", SMALL_MODEL, 20);
+    let out = tinygpt(&["train", &config, "--quiet", "--out", "run"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let corpus = std::fs::read_to_string(d.join("corpus.txt")).unwrap();
+    std::fs::write(d.join("corpus.txt"), corpus + "ZEBRA\n").unwrap();
+    assert_fails_with(
+        &tinygpt(&["train", "--resume", "run", "--max-iters", "40"], d),
+        &["vocabulary differs"],
+    );
+    // A run already at its last step needs a larger --max-iters.
+    std::fs::write(
+        d.join("corpus.txt"),
+        std::fs::read_to_string(d.join("corpus.txt"))
+            .unwrap()
+            .replace("ZEBRA\n", ""),
+    )
+    .unwrap();
+    assert_fails_with(
+        &tinygpt(&["train", "--resume", "run"], d),
+        &["already at step 20", "--max-iters"],
+    );
+}
+
+#[test]
+fn huge_generations_stream_in_bounded_memory() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(d, "small.ron", SMALL_MODEL, 1);
+    let out = tinygpt(&["train", &config, "--quiet", "--out", "run"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tinygpt"))
+        .args([
+            "generate",
+            "run",
+            "--max-new-tokens",
+            "18446744073709551615",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 300];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    // Characters arrive while generation goes on; closing the pipe ends it cleanly.
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "a closed pipe is a normal end: {stderr}");
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+}

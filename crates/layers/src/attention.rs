@@ -6,26 +6,57 @@ use burn::tensor::{activation::softmax, backend::Backend, Bool, Tensor};
 
 /// `softmax(q kᵀ / sqrt(head_size) + causal mask) v` over `[batch, heads, time, head_size]`.
 ///
-/// Position `t` attends to positions `0..=t` only, so no token sees the future.
+/// The queries are the last `q.time` of the `k.time` positions (`past` = the difference, 0 unless
+/// earlier keys come from a cache): query `i` sits at position `past + i` and attends to positions
+/// `0..=past + i` only, so no token sees the future.
 pub fn causal_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     dropout: &Dropout,
 ) -> Tensor<B, 4> {
-    let [batch, heads, time, head_size] = q.dims();
+    let [batch, heads, queries, head_size] = q.dims();
+    let keys = k.dims()[2];
+    let past = keys - queries;
     let scores = q.matmul(k.swap_dims(2, 3)) * (head_size as f64).powf(-0.5);
-    // Burn's tril_mask is true strictly above the diagonal: exactly the future positions.
-    // mask_fill does not broadcast, so the mask is expanded to the scores' shape.
-    let future = Tensor::<B, 2, Bool>::tril_mask([time, time], 0, &scores.device())
-        .unsqueeze::<4>()
-        .expand([batch, heads, time, time]);
-    let weights = softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
+    let scores = if queries == 1 {
+        // A single newest query may see every key.
+        scores
+    } else {
+        // Burn's tril_mask is true above the (offset) diagonal: exactly the future positions.
+        // mask_fill does not broadcast, so the mask is expanded to the scores' shape.
+        let future =
+            Tensor::<B, 2, Bool>::tril_mask([queries, keys], past as i64, &scores.device())
+                .unsqueeze::<4>()
+                .expand([batch, heads, queries, keys]);
+        scores.mask_fill(future, f32::NEG_INFINITY)
+    };
+    let weights = softmax(scores, 3);
     dropout.forward(weights).matmul(v)
+}
+
+/// The keys and values of the positions an attention layer has seen, `[batch, heads, time,
+/// head_size]`, so generation feeds only the newest token instead of the whole context.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    pub keys: Tensor<B, 4>,
+    pub values: Tensor<B, 4>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.keys.dims()[2]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Causal self-attention from a fused projection: `qkv` is `[batch, time, 3 * heads * head_size]`
 /// holding queries, keys and values side by side; returns `[batch, time, heads * head_size]`.
+/// With a `cache`, the new keys and values are appended to it and the queries attend to all.
 ///
 /// One fused projection rather than three also keeps training reproducible: autodiff sums the
 /// gradients of a tensor's consumers in varying order, which is exact for two but not for three.
@@ -33,6 +64,7 @@ pub fn fused_causal_attention<B: Backend>(
     qkv: Tensor<B, 3>,
     heads: usize,
     dropout: &Dropout,
+    cache: Option<&mut Option<KvCache<B>>>,
 ) -> Tensor<B, 3> {
     let mut parts = qkv
         .chunk(3, 2)
@@ -41,6 +73,23 @@ pub fn fused_causal_attention<B: Backend>(
     let (q, k, v) = match (parts.next(), parts.next(), parts.next()) {
         (Some(q), Some(k), Some(v)) => (q, k, v),
         _ => unreachable!("chunk(3) of a width divisible by 3 gives three parts"),
+    };
+    let (k, v) = match cache {
+        None => (k, v),
+        Some(cache) => {
+            let (k, v) = match cache.take() {
+                Some(past) => (
+                    Tensor::cat(vec![past.keys, k], 2),
+                    Tensor::cat(vec![past.values, v], 2),
+                ),
+                None => (k, v),
+            };
+            *cache = Some(KvCache {
+                keys: k.clone(),
+                values: v.clone(),
+            });
+            (k, v)
+        }
     };
     merge_heads(causal_attention(q, k, v, dropout))
 }

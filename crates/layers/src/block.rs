@@ -1,6 +1,7 @@
 //! `Block`: one Transformer block, communication (attention) then computation (feed-forward),
 //! each behind a pre-LayerNorm residual connection.
 
+use crate::attention::KvCache;
 use crate::registry::{LayerContext, LayerError};
 use crate::{
     FeedForward, FeedForwardConfig, FeedForwardSpec, LayerNorm, LayerNormConfig,
@@ -87,6 +88,12 @@ pub struct Block<B: Backend> {
 impl<B: Backend> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.clone() + self.attention.forward(self.ln1.forward(x));
+        x.clone() + self.feed_forward.forward(self.ln2.forward(x))
+    }
+
+    /// [`Block::forward`] for the newest positions only, the attention's keys and values cached.
+    pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut Option<KvCache<B>>) -> Tensor<B, 3> {
+        let x = x.clone() + self.attention.forward_cached(self.ln1.forward(x), cache);
         x.clone() + self.feed_forward.forward(self.ln2.forward(x))
     }
 }

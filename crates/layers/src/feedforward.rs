@@ -1,5 +1,6 @@
 //! `FeedForward`: the per-position MLP, `Linear + ReLU` with an optional output projection.
 
+use crate::attention::KvCache;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -91,6 +92,11 @@ pub struct FeedForward<B: Backend> {
 }
 
 impl<B: Backend> FeedForward<B> {
+    /// Works position by position, so generation needs no cache: same as `forward`.
+    pub fn forward_cached(&self, x: Tensor<B, 3>, _cache: &mut Option<KvCache<B>>) -> Tensor<B, 3> {
+        self.forward(x)
+    }
+
     /// `[batch, time, d_input]` -> `[batch, time, d_output]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.activation.forward(self.hidden.forward(x));

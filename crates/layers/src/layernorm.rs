@@ -1,6 +1,7 @@
 //! `LayerNorm`: normalises each position's features to zero mean and unit variance, then scales
 //! and shifts them (gpt.py's `ln_f`, and inside every `Block`).
 
+use crate::attention::KvCache;
 use crate::registry::{LayerContext, LayerError};
 use burn::config::Config;
 use burn::module::Module;
@@ -68,6 +69,11 @@ pub struct LayerNorm<B: Backend> {
 }
 
 impl<B: Backend> LayerNorm<B> {
+    /// Works position by position, so generation needs no cache: same as `forward`.
+    pub fn forward_cached(&self, x: Tensor<B, 3>, _cache: &mut Option<KvCache<B>>) -> Tensor<B, 3> {
+        self.forward(x)
+    }
+
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.norm.forward(x)
     }

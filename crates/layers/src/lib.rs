@@ -17,6 +17,7 @@ pub mod layernorm;
 pub mod multihead;
 pub mod registry;
 
+pub use attention::KvCache;
 pub use block::{Block, BlockConfig, BlockSpec};
 pub use feedforward::{FeedForward, FeedForwardConfig, FeedForwardSpec};
 pub use head::{Head, HeadConfig, HeadSpec};

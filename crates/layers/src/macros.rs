@@ -62,6 +62,18 @@ macro_rules! layer_registry {
                     $(Self::$name(layer) => layer.forward(x)),+
                 }
             }
+
+            /// `forward` for the newest positions during generation; layers that attend keep
+            /// the keys and values of earlier positions in `cache`.
+            pub fn forward_cached(
+                &self,
+                x: Tensor<B, 3>,
+                cache: &mut Option<$crate::attention::KvCache<B>>,
+            ) -> Tensor<B, 3> {
+                match self {
+                    $(Self::$name(layer) => layer.forward_cached(x, cache)),+
+                }
+            }
         }
     };
 }

@@ -1,6 +1,6 @@
 //! `MultiHeadAttention`: several causal attention heads in parallel, concatenated.
 
-use crate::attention::fused_causal_attention;
+use crate::attention::{fused_causal_attention, KvCache};
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -115,7 +115,17 @@ pub struct MultiHeadAttention<B: Backend> {
 impl<B: Backend> MultiHeadAttention<B> {
     /// `[batch, time, d_input]` -> `[batch, time, d_output]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let out = fused_causal_attention(self.qkv.forward(x), self.n_head, &self.dropout);
+        self.attend(x, None)
+    }
+
+    /// [`MultiHeadAttention::forward`] for the newest positions only, keys and values of earlier
+    /// ones cached.
+    pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut Option<KvCache<B>>) -> Tensor<B, 3> {
+        self.attend(x, Some(cache))
+    }
+
+    fn attend(&self, x: Tensor<B, 3>, cache: Option<&mut Option<KvCache<B>>>) -> Tensor<B, 3> {
+        let out = fused_causal_attention(self.qkv.forward(x), self.n_head, &self.dropout, cache);
         match &self.projection {
             Some(projection) => self.dropout.forward(projection.forward(out)),
             None => out,

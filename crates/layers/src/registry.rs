@@ -3,7 +3,8 @@
 //! A layer kind is a file providing `XSpec` (serde: what the config writes, with
 //! `resolve(&LayerContext, d_input) -> Result<XConfig, LayerError>`), `XConfig` (with
 //! `init(&device) -> X<B>` and `d_output()`) and `X<B>` (a Burn module with
-//! `forward([batch, time, d_input]) -> [batch, time, d_output]`). Registering it is one line in
+//! `forward([batch, time, d_input]) -> [batch, time, d_output]`, and `forward_cached`, the same
+//! for the newest positions during generation, given the layer's `KvCache` slot). Registering it is one line in
 //! the `layer_registry!` call below; the config then names it, e.g. `Block(n_head: 4)`, and an
 //! unknown name is rejected with the list of registered ones.
 

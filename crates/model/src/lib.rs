@@ -8,6 +8,6 @@ mod model;
 mod sampling;
 
 pub use config::{ModelConfig, ModelError, ModelSpec, ResolvedLayer};
-pub use model::{cross_entropy, LanguageModel, LayerSummary};
+pub use model::{cross_entropy, GenerationCache, LanguageModel, LayerSummary};
 pub use sampling::{Sampler, Sampling};
 pub use tinygpt_layers::{LayerSpec, WeightInit, REGISTERED_LAYERS};

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use std::ops::ControlFlow;
-use tinygpt_layers::Layer;
+use tinygpt_layers::{KvCache, Layer};
 
 /// `idx -> token_embedding (+ position_embedding) -> layers -> lm_head -> logits`.
 #[derive(Module, Debug)]
@@ -61,6 +61,41 @@ impl<B: Backend> LanguageModel<B> {
         (logits, loss)
     }
 
+    /// Logits for the newest positions `idx` (`[batch, new]`), the earlier ones' keys and values
+    /// read from and added to `cache`. Positions continue from `cache.len()`; the total must stay
+    /// within `block_size`.
+    pub fn forward_cached(
+        &self,
+        idx: Tensor<B, 2, Int>,
+        cache: &mut GenerationCache<B>,
+    ) -> Tensor<B, 3> {
+        let [_, new] = idx.dims();
+        let start = cache.len;
+        assert!(
+            start + new <= self.block_size,
+            "{} cached + {new} new positions exceed block_size {}",
+            start,
+            self.block_size
+        );
+        let device = idx.device();
+        let mut x = self.token_embedding.forward(idx);
+        if let Some(position_embedding) = &self.position_embedding {
+            let positions =
+                Tensor::<B, 1, Int>::arange(start as i64..(start + new) as i64, &device)
+                    .unsqueeze::<2>();
+            x = x + position_embedding.forward(positions);
+        }
+        cache.layers.resize_with(self.layers.len(), || None);
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward_cached(x, slot);
+        }
+        cache.len += new;
+        match &self.lm_head {
+            Some(lm_head) => lm_head.forward(x),
+            None => x,
+        }
+    }
+
     /// Continues `prompt` by `max_new_tokens` sampled tokens and returns them.
     pub fn generate(
         &self,
@@ -77,8 +112,14 @@ impl<B: Backend> LanguageModel<B> {
     }
 
     /// Continues `prompt` by `max_new_tokens` sampled tokens, handing each to `on_token` as it
-    /// is produced; `on_token` may stop early with `ControlFlow::Break`. Only the last `block_size` tokens are kept as context, so memory stays
-    /// bounded however long the generation.
+    /// is produced; `on_token` may stop early with `ControlFlow::Break`. Only the last
+    /// `block_size` tokens are kept as context, so memory stays bounded however long the
+    /// generation.
+    ///
+    /// Keys and values are cached, so each new token costs one position's forward pass. Once the
+    /// context is longer than `block_size` the window slides, every position embedding shifts,
+    /// and the window is encoded afresh: the tokens are the same as
+    /// [`LanguageModel::generate_uncached_with`]'s.
     pub fn generate_with(
         &self,
         prompt: &[usize],
@@ -86,34 +127,62 @@ impl<B: Backend> LanguageModel<B> {
         sampler: &mut Sampler,
         mut on_token: impl FnMut(usize) -> ControlFlow<()>,
     ) {
-        let device = self.token_embedding.weight.device();
-        let keep_from = prompt.len().saturating_sub(self.block_size);
-        let mut context: Vec<i64> = prompt[keep_from..].iter().map(|&t| t as i64).collect();
-        if context.is_empty() {
-            // The tutorial starts from token 0 (a newline in Tiny Shakespeare).
-            context.push(0);
-        }
+        let mut context = self.initial_context(prompt);
+        let mut cache = GenerationCache::default();
+        let mut logits = self.forward_cached(self.tokens(&context), &mut cache);
         for _ in 0..max_new_tokens {
-            let start = context.len().saturating_sub(self.block_size);
-            context.drain(..start);
-            let idx = Tensor::<B, 2, Int>::from_data(
-                TensorData::new(context.clone(), [1, context.len()]),
-                &device,
-            );
-            let logits = self.forward(idx);
-            let [_, time, vocab] = logits.dims();
-            let last: Vec<f32> = logits
-                .slice([0..1, time - 1..time, 0..vocab])
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .expect("logits convert to f32");
-            let token = sampler.sample(&last);
+            let token = sampler.sample(&last_position(logits));
             if on_token(token).is_break() {
                 return;
             }
             context.push(token as i64);
+            if context.len() > self.block_size {
+                context.drain(..context.len() - self.block_size);
+                cache = GenerationCache::default();
+                logits = self.forward_cached(self.tokens(&context), &mut cache);
+            } else {
+                logits = self.forward_cached(self.tokens(&[token as i64]), &mut cache);
+            }
         }
+    }
+
+    /// [`LanguageModel::generate_with`] without the cache: every token re-encodes the whole
+    /// context window, as the tutorial's `generate` does. For comparisons and benchmarks.
+    pub fn generate_uncached_with(
+        &self,
+        prompt: &[usize],
+        max_new_tokens: usize,
+        sampler: &mut Sampler,
+        mut on_token: impl FnMut(usize) -> ControlFlow<()>,
+    ) {
+        let mut context = self.initial_context(prompt);
+        for _ in 0..max_new_tokens {
+            let token = sampler.sample(&last_position(self.forward(self.tokens(&context))));
+            if on_token(token).is_break() {
+                return;
+            }
+            context.push(token as i64);
+            context.drain(..context.len().saturating_sub(self.block_size));
+        }
+    }
+
+    /// The last `block_size` prompt tokens; token 0 (a newline in Tiny Shakespeare) for an empty
+    /// prompt, as the tutorial starts.
+    fn initial_context(&self, prompt: &[usize]) -> Vec<i64> {
+        let keep_from = prompt.len().saturating_sub(self.block_size);
+        let context: Vec<i64> = prompt[keep_from..].iter().map(|&t| t as i64).collect();
+        if context.is_empty() {
+            vec![0]
+        } else {
+            context
+        }
+    }
+
+    fn tokens(&self, ids: &[i64]) -> Tensor<B, 2, Int> {
+        Tensor::from_data(
+            TensorData::new(ids.to_vec(), [1, ids.len()]),
+            &self.token_embedding.weight.device(),
+        )
     }
 
     /// The architecture, one row per part, with parameter counts.
@@ -158,6 +227,45 @@ impl<B: Backend> LanguageModel<B> {
         }
         rows
     }
+}
+
+/// The keys and values of every attention layer during generation, and how many positions they
+/// hold.
+#[derive(Debug, Clone)]
+pub struct GenerationCache<B: Backend> {
+    layers: Vec<Option<KvCache<B>>>,
+    len: usize,
+}
+
+impl<B: Backend> Default for GenerationCache<B> {
+    fn default() -> Self {
+        Self {
+            layers: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<B: Backend> GenerationCache<B> {
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The last position's logits of a `[1, time, vocab]` tensor, as f32.
+fn last_position<B: Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
+    let [_, time, vocab] = logits.dims();
+    logits
+        .slice([0..1, time - 1..time, 0..vocab])
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("logits convert to f32")
 }
 
 /// Mean cross-entropy between `[batch, time, vocab]` logits and `[batch, time]` targets, as

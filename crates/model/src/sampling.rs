@@ -9,6 +9,8 @@ pub struct Sampling {
     pub temperature: f64,
     /// Sample only among the `k` most likely tokens.
     pub top_k: Option<usize>,
+    /// Nucleus sampling: only among the most likely tokens whose probabilities sum to `p`.
+    pub top_p: Option<f64>,
 }
 
 impl Default for Sampling {
@@ -16,6 +18,7 @@ impl Default for Sampling {
         Self {
             temperature: 1.0,
             top_k: None,
+            top_p: None,
         }
     }
 }
@@ -47,24 +50,36 @@ impl Sampler {
         if self.sampling.temperature <= 0.0 {
             return argmax();
         }
+        // Most likely first; ties keep id order so sampling stays deterministic.
         let mut order: Vec<usize> = (0..logits.len()).collect();
-        let keep = match self.sampling.top_k {
-            Some(k) if k > 0 && k < logits.len() => {
-                order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-                k
-            }
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let mut keep = match self.sampling.top_k {
+            Some(k) if k > 0 => k.min(logits.len()),
             _ => logits.len(),
         };
-        let candidates = &order[..keep];
-        let scaled: Vec<f64> = candidates
+        let scaled: Vec<f64> = order[..keep]
             .iter()
             .map(|&i| logits[i] as f64 / self.sampling.temperature)
             .collect();
-        let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let max = scaled[0];
         if !max.is_finite() {
             return argmax();
         }
-        let weights: Vec<f64> = scaled.iter().map(|&s| (s - max).exp()).collect();
+        let mut weights: Vec<f64> = scaled.iter().map(|&s| (s - max).exp()).collect();
+        if let Some(p) = self.sampling.top_p {
+            let total: f64 = weights.iter().sum();
+            let mut cumulative = 0.0;
+            // The smallest prefix whose probability reaches p (always at least one token).
+            keep = weights
+                .iter()
+                .position(|w| {
+                    cumulative += w / total;
+                    cumulative >= p
+                })
+                .map_or(keep, |last| last + 1);
+            weights.truncate(keep);
+        }
+        let candidates = &order[..keep];
         let total: f64 = weights.iter().sum();
         let mut threshold = self.rng.random::<f64>() * total;
         for (&token, &weight) in candidates.iter().zip(&weights) {
@@ -86,7 +101,7 @@ mod tests {
         let mut sampler = Sampler::new(
             Sampling {
                 temperature: 0.0,
-                top_k: None,
+                ..Sampling::default()
             },
             0,
         );
@@ -97,8 +112,8 @@ mod tests {
     fn top_k_restricts_the_choice() {
         let mut sampler = Sampler::new(
             Sampling {
-                temperature: 1.0,
                 top_k: Some(2),
+                ..Sampling::default()
             },
             3,
         );
@@ -107,6 +122,35 @@ mod tests {
             let t = sampler.sample(&logits);
             assert!(t == 0 || t == 2, "{t}");
         }
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_nucleus() {
+        // Probabilities 0.5, 0.3, 0.15, 0.05: top_p 0.75 keeps the first two (0.8 >= 0.75).
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
+        let mut sampler = Sampler::new(
+            Sampling {
+                top_p: Some(0.75),
+                ..Sampling::default()
+            },
+            9,
+        );
+        let draws: Vec<usize> = (0..2000).map(|_| sampler.sample(&logits)).collect();
+        assert!(draws.iter().all(|&t| t < 2), "only the nucleus is sampled");
+        let first = draws.iter().filter(|&&t| t == 0).count() as f64 / 2000.0;
+        assert!(
+            (first - 0.5 / 0.8).abs() < 0.04,
+            "renormalised within the nucleus: {first}"
+        );
+        // A tiny p keeps just the most likely token.
+        let mut greedy = Sampler::new(
+            Sampling {
+                top_p: Some(1e-9),
+                ..Sampling::default()
+            },
+            1,
+        );
+        assert!((0..50).all(|_| greedy.sample(&logits) == 0));
     }
 
     #[test]
@@ -125,7 +169,7 @@ mod tests {
             let mut s = Sampler::new(
                 Sampling {
                     temperature,
-                    top_k: None,
+                    ..Sampling::default()
                 },
                 seed,
             );

@@ -17,6 +17,8 @@ pub struct StepTiming {
     pub batch_size: usize,
     pub block_size: usize,
     pub parameters: usize,
+    /// The shape, for running the same model elsewhere (`reference/gpt_step.py`).
+    pub shape: ModelShape,
     pub steps: usize,
     pub median_ms: f64,
     pub min_ms: f64,
@@ -24,6 +26,39 @@ pub struct StepTiming {
     pub tokens_per_sec: f64,
     /// Achieved model FLOP/s (6N + attention per token, as nanoGPT's `estimate_mfu`), in GFLOP/s.
     pub gflops: f64,
+}
+
+/// A config's model as `reference/gpt_step.py` describes it: `blocks` gpt.py Blocks of
+/// `n_head` heads, or the bigram table when there are none.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelShape {
+    pub vocab_size: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub blocks: usize,
+    pub dropout: f64,
+    pub bigram: bool,
+}
+
+impl ModelShape {
+    pub fn of(config: &ModelConfig) -> Self {
+        let blocks: Vec<_> = config
+            .layers
+            .iter()
+            .filter_map(|layer| match &layer.config {
+                LayerConfig::Block(block) => Some(block),
+                _ => None,
+            })
+            .collect();
+        Self {
+            vocab_size: config.vocab_size,
+            n_embd: config.n_embd,
+            n_head: blocks.first().map_or(0, |b| b.attention.n_head),
+            blocks: blocks.len(),
+            dropout: blocks.first().map_or(0.0, |b| b.attention.dropout),
+            bigram: config.layers.is_empty() && !config.lm_head && !config.position_embedding,
+        }
+    }
 }
 
 /// Training FLOPs per token: 6 per weight (forward + backward) plus attention's
@@ -113,6 +148,7 @@ fn summarise(
         batch_size,
         block_size: config.block_size,
         parameters,
+        shape: ModelShape::of(config),
         steps: times.len(),
         median_ms: median,
         min_ms: times.first().map_or(0.0, |&d| ms(d)),

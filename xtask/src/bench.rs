@@ -1,0 +1,184 @@
+//! `cargo xtask bench [--vs-pytorch]`: median training-step time of each config on each backend,
+//! as one table; with `--vs-pytorch`, PyTorch eager on the same shapes, interleaved, and ratios.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+use std::process::Command;
+
+const CONFIGS: [(&str, usize); 4] = [
+    ("bigram", 200),
+    ("transformer", 50),
+    ("nanogpt_cpu", 20),
+    ("gpt", 3),
+];
+
+#[derive(Debug, Deserialize)]
+struct Timing {
+    median_ms: f64,
+    tokens_per_sec: f64,
+    #[serde(default)]
+    gflops: f64,
+    #[serde(default)]
+    shape: Option<Shape>,
+    #[serde(default)]
+    batch_size: usize,
+    #[serde(default)]
+    block_size: usize,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+struct Shape {
+    vocab_size: usize,
+    n_embd: usize,
+    n_head: usize,
+    blocks: usize,
+    dropout: f64,
+    bigram: bool,
+}
+
+pub struct BenchArgs {
+    backends: Vec<String>,
+    vs_pytorch: bool,
+    python: String,
+    threads: usize,
+    configs: Vec<String>,
+}
+
+impl BenchArgs {
+    pub fn parse(args: Vec<String>) -> Result<Self> {
+        let mut parsed = BenchArgs {
+            backends: vec!["ndarray".into(), "flex".into()],
+            vs_pytorch: false,
+            python: std::env::var("TINYGPT_PYTHON").unwrap_or_else(|_| "python3".into()),
+            threads: 2,
+            configs: CONFIGS.iter().map(|(c, _)| c.to_string()).collect(),
+        };
+        let mut iter = args.into_iter();
+        while let Some(arg) = iter.next() {
+            let mut value =
+                |name: &str| iter.next().with_context(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                "--vs-pytorch" => parsed.vs_pytorch = true,
+                "--backends" => {
+                    parsed.backends = value("--backends")?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect()
+                }
+                "--configs" => {
+                    parsed.configs = value("--configs")?.split(',').map(str::to_string).collect()
+                }
+                "--python" => parsed.python = value("--python")?,
+                "--threads" => parsed.threads = value("--threads")?.parse()?,
+                other => bail!(
+                    "unknown bench option {other:?}: use --vs-pytorch, --backends a,b, \
+                     --configs a,b, --python PATH, --threads N"
+                ),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn steps_for(config: &str) -> usize {
+    CONFIGS
+        .iter()
+        .find(|(c, _)| *c == config)
+        .map_or(10, |(_, steps)| *steps)
+}
+
+fn run_json(command: &mut Command) -> Result<Timing> {
+    let shown = format!("{command:?}");
+    let output = command
+        .output()
+        .with_context(|| format!("starting {shown}"))?;
+    if !output.status.success() {
+        bail!(
+            "{shown} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().context("no output")?;
+    serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
+}
+
+fn pytorch(args: &BenchArgs, root: &Path, ours: &Timing, steps: usize) -> Result<Timing> {
+    let shape = ours
+        .shape
+        .clone()
+        .context("tinygpt bench reported no shape")?;
+    let mut command = Command::new(&args.python);
+    command
+        .arg(root.join("reference/gpt_step.py"))
+        .args(["--device", "cpu", "--threads", &args.threads.to_string()])
+        .args(["--vocab", &shape.vocab_size.to_string()])
+        .args(["--block-size", &ours.block_size.to_string()])
+        .args(["--batch-size", &ours.batch_size.to_string()])
+        .args(["--steps", &steps.to_string(), "--warmup", "3"]);
+    if shape.bigram {
+        command.arg("--bigram");
+    } else {
+        command
+            .args(["--n-embd", &shape.n_embd.to_string()])
+            .args(["--n-head", &shape.n_head.to_string()])
+            .args(["--n-layer", &shape.blocks.to_string()])
+            .args(["--dropout", &shape.dropout.to_string()]);
+    }
+    run_json(&mut command)
+}
+
+pub fn run(root: &Path, binary: &Path, args: BenchArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    for config in &args.configs {
+        let steps = steps_for(config);
+        let path = root.join("configs").join(format!("{config}.ron"));
+        let mut torch = None;
+        for backend in &args.backends {
+            eprintln!("bench: {config} on {backend} ({steps} steps)");
+            let ours = run_json(
+                Command::new(binary)
+                    .args(["bench"])
+                    .arg(&path)
+                    .args(["--backend", backend, "--json", "--warmup", "3"])
+                    .args(["--steps", &steps.to_string()])
+                    .env("RAYON_NUM_THREADS", args.threads.to_string()),
+            )?;
+            // PyTorch runs right after our first backend, so both see the same machine state.
+            if args.vs_pytorch && torch.is_none() {
+                eprintln!("bench: {config} on PyTorch eager");
+                torch = Some(pytorch(&args, root, &ours, steps)?);
+            }
+            rows.push((config.clone(), backend.clone(), ours));
+        }
+        if let Some(t) = torch {
+            rows.push((config.clone(), "pytorch".into(), t));
+        }
+    }
+    let mut table = String::from(
+        "| config | backend | median ms/step | tokens/s | GFLOP/s | vs PyTorch |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for (config, backend, t) in &rows {
+        let reference = rows
+            .iter()
+            .find(|(c, b, _)| c == config && b == "pytorch")
+            .map(|(_, _, r)| r.median_ms);
+        let ratio = match reference {
+            Some(r) if backend != "pytorch" => format!("{:.2}×", r / t.median_ms),
+            _ => String::new(),
+        };
+        let gflops = if t.gflops > 0.0 {
+            format!("{:.1}", t.gflops)
+        } else {
+            String::new()
+        };
+        table.push_str(&format!(
+            "| {config} | {backend} | {:.3} | {:.0} | {gflops} | {ratio} |\n",
+            t.median_ms, t.tokens_per_sec
+        ));
+    }
+    println!("{table}");
+    println!("(ratio = PyTorch's median / ours: above 1 means tinygpt is faster)");
+    Ok(())
+}
