@@ -37,8 +37,16 @@ fn valid_checkpoint() -> Vec<u8> {
     .to_bytes()
 }
 
+/// 512 cases in the test suite; `PROPTEST_CASES=N` for a longer hunt.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn config_parser_never_panics_on_arbitrary_text(text in ".{0,400}") {
