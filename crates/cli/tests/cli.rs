@@ -275,7 +275,29 @@ fn corpus_and_setting_problems_are_clear_errors() {
     std::fs::write(d.join("one.txt"), "aaaaaaaaaaaaaaaa").unwrap();
     std::fs::write(d.join("ok.txt"), "abcdefgh\n".repeat(20)).unwrap();
     let bigram = "(block_size: 4, position_embedding: false, lm_head: false)";
-    let cases: [(&str, &str, &str, &str, &[&str]); 7] = [
+    std::fs::create_dir(d.join("folder.txt")).unwrap();
+    let cases: [(&str, &str, &str, &str, &[&str]); 10] = [
+        (
+            "folder.txt",
+            bigram,
+            "1e-3",
+            "",
+            &["cannot read the corpus", "folder.txt"],
+        ),
+        (
+            "ok.txt",
+            "(block_size: 4, colour: 3)",
+            "1e-3",
+            "",
+            &["colour"],
+        ),
+        (
+            "ok.txt",
+            "(n_embd: 0, block_size: 4)",
+            "1e-3",
+            "",
+            &["n_embd", "at least 1"],
+        ),
         ("empty.txt", bigram, "1e-3", "", &["empty.txt", "is empty"]),
         (
             "binary.txt",
@@ -427,4 +449,44 @@ fn huge_generations_stream_in_bounded_memory() {
         .unwrap();
     assert!(status.success(), "a closed pipe is a normal end: {stderr}");
     assert!(!stderr.contains("panicked at"), "{stderr}");
+}
+
+#[test]
+fn a_download_with_the_wrong_checksum_is_refused_and_not_cached() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/input.txt", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let body = "not the corpus you asked for\n";
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = format!(
+        "(model: (block_size: 4, position_embedding: false, lm_head: false), data: (corpus: \
+         Url(url: {url:?}, path: \"data/c.txt\", sha256: \"{}\")), training: (batch_size: 4, \
+         max_iters: 2, learning_rate: 1e-3, eval_interval: 1, eval_iters: 1))",
+        "0".repeat(64)
+    );
+    std::fs::write(d.join("dl.ron"), config).unwrap();
+    assert_fails_with(
+        &tinygpt(&["train", "dl.ron"], d),
+        &["checksum mismatch", &url],
+    );
+    server.join().unwrap();
+    assert!(
+        !d.join("data/c.txt").exists(),
+        "a bad download is not cached"
+    );
 }
