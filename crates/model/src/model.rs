@@ -29,21 +29,37 @@ pub struct LayerSummary {
 impl<B: Backend> LanguageModel<B> {
     /// `[batch, time]` token ids (time ≤ block_size) -> `[batch, time, vocab_size]` logits.
     pub fn forward(&self, idx: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let [_, time] = idx.dims();
-        assert!(
-            time <= self.block_size,
-            "sequence of {time} tokens is longer than block_size {}",
-            self.block_size
-        );
-        let device = idx.device();
-        let mut x = self.token_embedding.forward(idx);
-        if let Some(position_embedding) = &self.position_embedding {
-            let positions = Tensor::<B, 1, Int>::arange(0..time as i64, &device).unsqueeze::<2>();
-            x = x + position_embedding.forward(positions);
-        }
+        let mut x = self.embed(idx, 0);
         for layer in &self.layers {
             x = layer.forward(x);
         }
+        self.logits(x)
+    }
+
+    /// Token embedding plus the position embedding of positions `start..start + time`.
+    fn embed(&self, idx: Tensor<B, 2, Int>, start: usize) -> Tensor<B, 3> {
+        let [_, time] = idx.dims();
+        assert!(
+            start + time <= self.block_size,
+            "positions {start}..{} run past block_size {}",
+            start + time,
+            self.block_size
+        );
+        let device = idx.device();
+        let x = self.token_embedding.forward(idx);
+        match &self.position_embedding {
+            Some(position_embedding) => {
+                let positions =
+                    Tensor::<B, 1, Int>::arange(start as i64..(start + time) as i64, &device)
+                        .unsqueeze::<2>();
+                x + position_embedding.forward(positions)
+            }
+            None => x,
+        }
+    }
+
+    /// The lm_head, when there is one; otherwise the last layer's output are the logits.
+    fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(lm_head) => lm_head.forward(x),
             None => x,
@@ -70,30 +86,13 @@ impl<B: Backend> LanguageModel<B> {
         cache: &mut GenerationCache<B>,
     ) -> Tensor<B, 3> {
         let [_, new] = idx.dims();
-        let start = cache.len;
-        assert!(
-            start + new <= self.block_size,
-            "{} cached + {new} new positions exceed block_size {}",
-            start,
-            self.block_size
-        );
-        let device = idx.device();
-        let mut x = self.token_embedding.forward(idx);
-        if let Some(position_embedding) = &self.position_embedding {
-            let positions =
-                Tensor::<B, 1, Int>::arange(start as i64..(start + new) as i64, &device)
-                    .unsqueeze::<2>();
-            x = x + position_embedding.forward(positions);
-        }
+        let mut x = self.embed(idx, cache.len);
         cache.layers.resize_with(self.layers.len(), || None);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             x = layer.forward_cached(x, slot);
         }
         cache.len += new;
-        match &self.lm_head {
-            Some(lm_head) => lm_head.forward(x),
-            None => x,
-        }
+        self.logits(x)
     }
 
     /// Continues `prompt` by `max_new_tokens` sampled tokens and returns them.
