@@ -120,7 +120,7 @@ fn install(from: &Path, to: &PathBuf) -> Result<()> {
 
 const SCRIPT: &str = r#"#!/usr/bin/env bash
 # tinygpt's CUDA check; made by `cargo xtask gpu-check`. Run from the repository root.
-set -u
+set -u -o pipefail
 G=.gpu-check
 OUT=${OUT:-$G/out}
 BIN=$(mktemp -d)
