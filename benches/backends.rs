@@ -5,29 +5,26 @@
 //! `cargo bench --bench backends`; add `--features cuda` on a GPU machine to include CUDA.
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::path::Path;
 use tinygpt_model::{LanguageModel, ModelConfig};
-use tinygpt_train::{BackendKind, BackendTask, RunConfig};
+use tinygpt_train::{adamw, apply_update, BackendKind, BackendTask, RunConfig, TrainingSpec};
 
 const VOCAB: usize = 65;
 const BATCH: usize = 32;
 
-fn transformer() -> ModelConfig {
+fn transformer() -> RunConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/transformer.ron");
-    RunConfig::load(&path)
-        .expect("configs/transformer.ron parses")
-        .model
-        .resolve(VOCAB)
-        .expect("transformer.ron is valid")
+    RunConfig::load(&path).expect("configs/transformer.ron parses")
 }
 
 struct Bench<'a> {
     c: &'a mut Criterion,
     config: &'a ModelConfig,
+    training: &'a TrainingSpec,
 }
 
 impl BackendTask for Bench<'_> {
@@ -57,12 +54,20 @@ impl BackendTask for Bench<'_> {
             })
         });
 
-        let mut optimizer = AdamWConfig::new().init::<B, LanguageModel<B>>();
+        // The trainer's own update: its AdamW settings and decoupled weight decay.
+        let training = self.training;
+        let mut optimizer = adamw::<B>(training);
         group.bench_function(format!("train_step/{kind}"), |b| {
             b.iter(|| {
                 let (_, loss) = model.forward_loss(idx.clone(), targets.clone());
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optimizer.step(1e-3, model.clone(), grads);
+                model = apply_update(
+                    model.clone(),
+                    &mut optimizer,
+                    grads,
+                    training.learning_rate,
+                    training,
+                );
                 B::sync(&device).expect("sync");
             })
         });
@@ -109,12 +114,20 @@ fn generation(c: &mut Criterion) {
 }
 
 fn backends(c: &mut Criterion) {
-    let config = transformer();
+    let run = transformer();
+    let config = run.model.resolve(VOCAB).expect("transformer.ron is valid");
     for kind in BackendKind::ALL {
         if !kind.compiled_in() {
             continue;
         }
-        if let Err(e) = tinygpt_train::dispatch(kind, Bench { c, config: &config }) {
+        if let Err(e) = tinygpt_train::dispatch(
+            kind,
+            Bench {
+                c,
+                config: &config,
+                training: &run.training,
+            },
+        ) {
             eprintln!("skipping {kind}: {e}");
         }
     }

@@ -389,6 +389,7 @@ fn generate_command(args: GenerateArgs) -> Result<()> {
 struct BenchTask<'a> {
     args: &'a BenchArgs,
     model: tinygpt_model::ModelConfig,
+    training: tinygpt_train::TrainingSpec,
     batch_size: usize,
 }
 
@@ -398,6 +399,7 @@ impl BackendTask for BenchTask<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) -> Self::Output {
         tinygpt_train::bench::time_train_steps::<B>(
             &self.model,
+            &self.training,
             self.batch_size,
             self.args.warmup,
             self.args.steps,
@@ -422,6 +424,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         BenchTask {
             args: &args,
             model,
+            training: config.training.clone(),
             batch_size,
         },
     )?;

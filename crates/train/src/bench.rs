@@ -1,8 +1,9 @@
 //! Timing training steps (forward, backward, AdamW) on any backend, with nanoGPT's model-FLOPs
 //! estimate so throughput can be compared with the hardware's peak.
 
+use crate::{adamw, apply_update, TrainingSpec};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor};
 use serde::Serialize;
@@ -85,9 +86,11 @@ pub fn flops_per_token(config: &ModelConfig, parameters: usize) -> f64 {
     6.0 * (parameters - position) as f64 + 12.0 * attention * t
 }
 
-/// Times `steps` training steps after `warmup` untimed ones, on random tokens.
+/// Times `steps` training steps after `warmup` untimed ones, on random tokens. A step is the
+/// trainer's own: forward, backward and `apply_update` with the run's optimizer settings.
 pub fn time_train_steps<B: AutodiffBackend>(
     config: &ModelConfig,
+    training: &TrainingSpec,
     batch_size: usize,
     warmup: usize,
     steps: usize,
@@ -97,7 +100,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
     B::seed(device, 0);
     let mut model: LanguageModel<B> = config.init(device);
     let parameters = model.num_params();
-    let mut optimizer = AdamWConfig::new().init::<B, LanguageModel<B>>();
+    let mut optimizer = adamw::<B>(training);
     let tokens = || {
         Tensor::<B, 2>::random(
             [batch_size, config.block_size],
@@ -112,7 +115,13 @@ pub fn time_train_steps<B: AutodiffBackend>(
         let started = Instant::now();
         let (_, loss) = model.forward_loss(x.clone(), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model, grads);
+        model = apply_update(
+            model,
+            &mut optimizer,
+            grads,
+            training.learning_rate,
+            training,
+        );
         B::sync(device).expect("the device finishes the step");
         if i >= warmup {
             times.push(started.elapsed());
@@ -177,9 +186,11 @@ mod tests {
     fn times_steps() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/bigram.ron");
-        let config = RunConfig::load(&path).unwrap().model.resolve(65).unwrap();
+        let run = RunConfig::load(&path).unwrap();
+        let config = run.model.resolve(65).unwrap();
         let timing = time_train_steps::<Autodiff<NdArray<f32>>>(
             &config,
+            &run.training,
             4,
             1,
             3,
