@@ -61,7 +61,9 @@ mod parity {
         }
     }
 
-    fn assert_close(what: &str, cpu: &[f32], gpu: &[f32], tolerance: f32) {
+    /// Prints the worst relative difference and returns a failure line when it is over
+    /// `tolerance`: every comparison is reported before the test fails.
+    fn compare(what: &str, cpu: &[f32], gpu: &[f32], tolerance: f32) -> Option<String> {
         assert_eq!(cpu.len(), gpu.len(), "{what}: sizes");
         let worst = cpu
             .iter()
@@ -69,7 +71,7 @@ mod parity {
             .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
             .fold(0.0f32, f32::max);
         println!("{what}: worst relative difference {worst:.2e} (tolerance {tolerance:.0e})");
-        assert!(worst <= tolerance, "{what}: {worst} > {tolerance}");
+        (worst > tolerance).then(|| format!("{what}: {worst:.2e} > {tolerance:.0e}"))
     }
 
     struct Compare {
@@ -77,8 +79,9 @@ mod parity {
     }
 
     impl BackendTask for Compare {
-        type Output = ();
-        fn run<B: AutodiffBackend>(self, device: B::Device, _kind: BackendKind) {
+        /// The comparisons over their tolerance.
+        type Output = Vec<String>;
+        fn run<B: AutodiffBackend>(self, device: B::Device, _kind: BackendKind) -> Vec<String> {
             let path = repo_root().join(format!("configs/{}.ron", self.name));
             let config = RunConfig::load(&path).unwrap().model.resolve(65).unwrap();
             let cpu_device = Default::default();
@@ -92,19 +95,27 @@ mod parity {
             let cpu = run::<Cpu>(&config, &record, &batch, &cpu_device);
             let gpu = run::<B>(&config, &record, &batch, &device);
             println!("{}:", self.name);
-            assert_close("logits", &cpu.logits, &gpu.logits, 1e-4);
-            assert_close("loss", &[cpu.loss], &[gpu.loss], 1e-4);
+            let mut failures = vec![
+                compare("logits", &cpu.logits, &gpu.logits, 1e-4),
+                compare("loss", &[cpu.loss], &[gpu.loss], 1e-4),
+            ];
             assert_eq!(cpu.grads.len(), gpu.grads.len());
             for (i, (c, g)) in cpu.grads.iter().zip(&gpu.grads).enumerate() {
-                assert_close(&format!("gradient {i}"), c, g, 1e-3);
+                failures.push(compare(&format!("gradient {i}"), c, g, 1e-3));
             }
+            failures
+                .into_iter()
+                .flatten()
+                .map(|f| format!("{}: {f}", self.name))
+                .collect()
         }
     }
 
     pub fn check_all() {
+        let mut failures = Vec::new();
         for name in ["transformer", "nanogpt_cpu", "gpt"] {
             match dispatch(BackendKind::Cuda, Compare { name }) {
-                Ok(()) => {}
+                Ok(over) => failures.extend(over),
                 Err(e @ BackendError::CudaUnavailable(_)) => {
                     println!("SKIPPED: CPU-vs-CUDA parity needs a GPU: {e}");
                     return;
@@ -112,5 +123,10 @@ mod parity {
                 Err(e) => panic!("{e}"),
             }
         }
+        assert!(
+            failures.is_empty(),
+            "CPU and CUDA differ beyond tolerance:\n{}",
+            failures.join("\n")
+        );
     }
 }

@@ -13,10 +13,22 @@ use std::process::Command;
 
 pub const DIR: &str = ".gpu-check";
 
+/// The CUDA API the executables are built against (cudarc's `CUDARC_CUDA_VERSION`). Without a
+/// toolkit here cudarc would pick the newest it knows (13.4); the GPU machines' driver (580) is
+/// CUDA 13.0, and bindings for 13.0 run on every 13.x driver. Override it for another driver.
+const DEFAULT_CUDA_VERSION: &str = "13000";
+
 /// The integration tests that hold backend-generic CUDA checks.
 const TEST_TARGETS: [&str; 2] = ["cuda_parity", "model"];
 
 pub fn prepare(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
+    let cuda_version =
+        std::env::var("CUDARC_CUDA_VERSION").unwrap_or_else(|_| DEFAULT_CUDA_VERSION.into());
+    let cargo = || {
+        let mut command = cargo();
+        command.env("CUDARC_CUDA_VERSION", &cuda_version);
+        command
+    };
     let out = root.join(DIR);
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
@@ -124,6 +136,7 @@ set -u -o pipefail
 G=.gpu-check
 OUT=${OUT:-$G/out}
 BIN=$(mktemp -d)
+RUNS=$(mktemp -d) # checkpoints stay on the machine: only the logs in $OUT come back
 export TINYGPT_ROOT=$(pwd)
 mkdir -p "$OUT" data/tinyshakespeare
 # The executables travel xz-compressed; Python's lzma unpacks them (no xz needed there).
@@ -134,32 +147,39 @@ for f in $G/*.xz; do
 done
 cp -n $G/data/tinyshakespeare/input.txt data/tinyshakespeare/input.txt
 status=0
-step() { echo; echo "=== $*"; }
+# Every step gets at most what is left of the budget, so the whole check ends inside it.
+BUDGET=${GPU_CHECK_SECONDS:-520}
+limit() { local rest=$((BUDGET - SECONDS)); ((rest < $1)) || rest=$1; ((rest > 1)) || rest=1; echo $rest; }
+step() { echo; echo "=== [${SECONDS}s] $*"; }
 nvidia-smi -L | tee "$OUT/device.txt"
 
+# Timings first: on the first GPU run (2026-11-28, H100) Burn's first gpt.ron steps outlasted
+# their limits (JIT compilation and autotuning), so each step's time is printed as it ends.
+step "gpt.ron step timings, PyTorch eager (f32, bf16, f16) and Burn (cuda f32, bf16, f16)"
+for dtype in f32 bf16 f16; do
+    timeout $(limit 60) python3 reference/gpt_step.py --device cuda --dtype $dtype --steps 10 \
+        --warmup 3 2>&1 | tee -a "$OUT/bench.jsonl" || status=1
+done
+for backend in cuda cuda-bf16 cuda-f16; do
+    timeout $(limit 200) $BIN/tinygpt bench configs/gpt.ron --backend $backend --steps 10 \
+        --warmup 3 --progress --json 2>&1 | tee -a "$OUT/bench.jsonl" || status=1
+done
+
 step "CPU-vs-CUDA parity (logits/loss 1e-4, gradients 1e-3)"
-$BIN/test-cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/parity.txt" || status=1
+timeout $(limit 150) $BIN/test-cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 \
+    | tee "$OUT/parity.txt" || status=1
 
 step "backend-generic model tests on CUDA"
-$BIN/test-model cuda --nocapture --test-threads 1 2>&1 | tee "$OUT/model-tests.txt" || status=1
-
-step "transformer.ron trained on CUDA"
-timeout 240 $BIN/tinygpt train configs/transformer.ron --backend cuda --quiet --out "$OUT/transformer" \
-    2>&1 | tee "$OUT/transformer.txt" || status=1
-
-step "gpt.ron step timings, Burn (cuda f32, bf16, f16) and PyTorch eager"
-for backend in cuda cuda-bf16 cuda-f16; do
-    timeout 120 $BIN/tinygpt bench configs/gpt.ron --backend $backend --steps 10 --warmup 3 --json \
-        2>&1 | tee -a "$OUT/bench.jsonl" || status=1
-done
-for dtype in f32 bf16 f16; do
-    timeout 120 python3 reference/gpt_step.py --device cuda --dtype $dtype --steps 10 --warmup 3 \
-        2>&1 | tee -a "$OUT/bench.jsonl" || status=1
-done
+timeout $(limit 150) $BIN/test-model cuda --nocapture --test-threads 1 2>&1 \
+    | tee "$OUT/model-tests.txt" || status=1
 
 step "gpt.ron, a short run on CUDA (500 steps)"
-timeout 200 $BIN/tinygpt train configs/gpt.ron --backend cuda --max-iters 500 --quiet \
-    --out "$OUT/gpt" 2>&1 | tee "$OUT/gpt.txt" || status=1
+timeout $(limit 150) $BIN/tinygpt train configs/gpt.ron --backend cuda --max-iters 500 \
+    --out "$RUNS/gpt" 2>&1 | tee "$OUT/gpt.txt" || status=1
+
+step "transformer.ron trained on CUDA"
+timeout $(limit 240) $BIN/tinygpt train configs/transformer.ron --backend cuda \
+    --out "$RUNS/transformer" 2>&1 | tee "$OUT/transformer.txt" || status=1
 
 step "done (status $status)"
 exit $status

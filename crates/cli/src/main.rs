@@ -55,6 +55,10 @@ struct BenchArgs {
     /// Untimed steps first (allocation, autotuning).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Print each step's time to stderr as it finishes (the first steps show compile and
+    /// autotune time on CUDA).
+    #[arg(long)]
+    progress: bool,
     /// Override the config's batch size.
     #[arg(long)]
     batch_size: Option<usize>,
@@ -405,6 +409,16 @@ impl BackendTask for BenchTask<'_> {
             self.args.steps,
             &device,
             kind.name(),
+            |i, took| {
+                if self.args.progress {
+                    let phase = if i < self.args.warmup {
+                        "warm-up"
+                    } else {
+                        "timed"
+                    };
+                    eprintln!("step {i} ({phase}): {:.1} ms", took.as_secs_f64() * 1e3);
+                }
+            },
         )
     }
 }

@@ -96,6 +96,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
     steps: usize,
     device: &B::Device,
     backend: &str,
+    mut on_step: impl FnMut(usize, Duration),
 ) -> StepTiming {
     B::seed(device, 0);
     let mut model: LanguageModel<B> = config.init(device);
@@ -123,8 +124,10 @@ pub fn time_train_steps<B: AutodiffBackend>(
             training,
         );
         B::sync(device).expect("the device finishes the step");
+        let took = started.elapsed();
+        on_step(i, took);
         if i >= warmup {
-            times.push(started.elapsed());
+            times.push(took);
         }
     }
     summarise(times, config, parameters, batch_size, backend)
@@ -188,6 +191,7 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/bigram.ron");
         let run = RunConfig::load(&path).unwrap();
         let config = run.model.resolve(65).unwrap();
+        let mut seen = Vec::new();
         let timing = time_train_steps::<Autodiff<NdArray<f32>>>(
             &config,
             &run.training,
@@ -196,6 +200,12 @@ mod tests {
             3,
             &Default::default(),
             "ndarray",
+            |i, _| seen.push(i),
+        );
+        assert_eq!(
+            seen,
+            [0, 1, 2, 3],
+            "every step, warm-up included, is reported"
         );
         assert_eq!(timing.steps, 3);
         assert!(timing.min_ms <= timing.median_ms && timing.median_ms <= timing.max_ms);
