@@ -79,6 +79,13 @@ fn learns_on(backend: BackendKind) {
         last.val
     );
     assert_eq!(last.step, 300);
+    assert!(
+        (report.val_loss_full - last.val).abs() < 0.1,
+        "{backend}: the whole-split val loss {:.4} and the 10-batch estimate {:.4} measure the \
+         same thing",
+        report.val_loss_full,
+        last.val
+    );
     assert_eq!(report.sample.chars().count(), 64);
 
     // The run directory holds what a user needs.
@@ -95,6 +102,9 @@ fn learns_on(backend: BackendKind) {
     for file in ["config.ron", "vocab.json", "sample.txt", "summary.json"] {
         assert!(run_dir.join(file).is_file(), "{file}");
     }
+    let summary: tinygpt_train::trainer::RunSummary =
+        serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.val_loss_full, Some(report.val_loss_full));
     let run = open_run(&run_dir).unwrap();
     assert_eq!(run.checkpoint.meta.step, 300);
     assert_eq!(run.tokenizer, prepared.tokenizer);
@@ -109,4 +119,34 @@ fn learns_a_generated_corpus_on_ndarray() {
 #[test]
 fn learns_a_generated_corpus_on_flex() {
     learns_on(BackendKind::Flex);
+}
+
+/// The whole-split loss weights every token equally, whatever the batching: a last, partial
+/// batch counts by its windows, and batches of one window give the same mean.
+#[test]
+fn full_split_loss_is_the_mean_over_windows() {
+    use burn::backend::NdArray;
+    use tinygpt_data::Split;
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    generated_corpus(&corpus);
+    let mut prepared = prepare(small_config(&corpus, 1), "small.ron").unwrap();
+    let device = Default::default();
+    let model = prepared.model.init::<NdArray<f32>>(&device);
+    let windows = prepared
+        .splits
+        .window_count(Split::Val, prepared.model.block_size);
+    assert_ne!(windows % 16, 0, "the test needs a partial last batch");
+    let batched = tinygpt_train::full_split_loss(&model, &prepared, Split::Val, &device);
+    prepared.config.training.batch_size = 1;
+    let one_by_one = tinygpt_train::full_split_loss(&model, &prepared, Split::Val, &device);
+    assert!(
+        (batched - one_by_one).abs() < 1e-5,
+        "{batched} vs {one_by_one}"
+    );
+    let uniform = (prepared.tokenizer.chars().len() as f64).ln();
+    assert!(
+        (batched - uniform).abs() < 0.2,
+        "an untrained model is near ln(vocab)"
+    );
 }

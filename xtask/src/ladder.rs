@@ -25,21 +25,46 @@ struct Summary {
     steps: usize,
     train_loss: f64,
     val_loss: f64,
+    /// Absent in summaries written before the whole-split evaluation existed.
+    val_loss_full: Option<f64>,
     wall_time_s: f64,
     tokens_per_sec: f64,
 }
 
 struct Stage {
     name: String,
-    summary: Summary,
-    /// (step, val loss) from metrics.csv.
+    /// One summary per seed, in the order of `--seeds`.
+    runs: Vec<Summary>,
+    /// (step, val loss) from the first seed's metrics.csv.
     curve: Vec<(f64, f64)>,
+}
+
+/// Mean and sample standard deviation (0 for a single value).
+fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// `mean` alone for one run, `mean ± sd` for several.
+fn show(values: &[f64]) -> String {
+    match mean_sd(values) {
+        (mean, _) if values.len() == 1 => format!("{mean:.4}"),
+        (mean, sd) => format!("{mean:.4} ± {sd:.4}"),
+    }
 }
 
 pub struct LadderArgs {
     pub backend: String,
     pub out: Option<PathBuf>,
     pub configs: Vec<String>,
+    /// Seeds to train each stage with (empty: the config's own seed).
+    pub seeds: Vec<u64>,
     /// Pass-through arguments for `tinygpt train` (e.g. `--max-iters`).
     pub train_args: Vec<String>,
 }
@@ -50,6 +75,7 @@ impl LadderArgs {
             backend: "ndarray".into(),
             out: None,
             configs: STAGES.iter().map(|s| s.to_string()).collect(),
+            seeds: Vec::new(),
             train_args: Vec::new(),
         };
         let mut iter = args.into_iter();
@@ -62,13 +88,19 @@ impl LadderArgs {
                 "--configs" => {
                     parsed.configs = value("--configs")?.split(',').map(str::to_string).collect()
                 }
-                "--max-iters" | "--seed" => {
+                "--seeds" => {
+                    parsed.seeds = value("--seeds")?
+                        .split(',')
+                        .map(|s| s.trim().parse().with_context(|| format!("bad seed {s:?}")))
+                        .collect::<Result<_>>()?
+                }
+                "--max-iters" => {
                     let v = value(&arg)?;
                     parsed.train_args.extend([arg, v]);
                 }
                 other => bail!(
                     "unknown ladder option {other:?}: use --backend B, --out DIR, \
-                     --configs a,b,c, --max-iters N, --seed S"
+                     --configs a,b,c, --max-iters N, --seeds S1,S2,..."
                 ),
             }
         }
@@ -82,40 +114,64 @@ pub fn run(root: &Path, binary: &Path, args: LadderArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| root.join("runs").join(format!("ladder-{}", args.backend)));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let seeds: Vec<Option<u64>> = if args.seeds.is_empty() {
+        vec![None]
+    } else {
+        args.seeds.iter().copied().map(Some).collect()
+    };
     let mut stages = Vec::new();
     for name in &args.configs {
         let config = root.join("configs").join(format!("{name}.ron"));
-        let run_dir = out.join(name);
-        if run_dir.exists() {
-            std::fs::remove_dir_all(&run_dir).with_context(|| {
-                format!("clearing the previous ladder run {}", run_dir.display())
+        let stage_dir = out.join(name);
+        if stage_dir.exists() {
+            std::fs::remove_dir_all(&stage_dir).with_context(|| {
+                format!("clearing the previous ladder run {}", stage_dir.display())
             })?;
         }
-        eprintln!("ladder: training {name} on {}", args.backend);
-        let status = Command::new(binary)
-            .arg("train")
-            .arg(&config)
-            .args(["--backend", &args.backend, "--quiet", "--out"])
-            .arg(&run_dir)
-            .args(&args.train_args)
-            .current_dir(root)
-            .status()
-            .context("running tinygpt")?;
-        if !status.success() {
-            bail!("training {name} failed ({status})");
+        let mut runs = Vec::new();
+        let mut curve = None;
+        for seed in &seeds {
+            let run_dir = match seed {
+                None => stage_dir.clone(),
+                Some(seed) => stage_dir.join(format!("seed-{seed}")),
+            };
+            let shown = seed.map(|s| format!(" (seed {s})")).unwrap_or_default();
+            eprintln!("ladder: training {name}{shown} on {}", args.backend);
+            let mut command = Command::new(binary);
+            command
+                .arg("train")
+                .arg(&config)
+                .args(["--backend", &args.backend, "--quiet", "--out"])
+                .arg(&run_dir)
+                .args(&args.train_args)
+                .current_dir(root);
+            if let Some(seed) = seed {
+                command.args(["--seed", &seed.to_string()]);
+            }
+            let status = command.status().context("running tinygpt")?;
+            if !status.success() {
+                bail!("training {name}{shown} failed ({status})");
+            }
+            let summary: Summary = serde_json::from_slice(
+                &std::fs::read(run_dir.join("summary.json")).context("reading summary.json")?,
+            )?;
+            if curve.is_none() {
+                curve = Some(read_val_curve(&run_dir.join("metrics.csv"))?);
+            }
+            eprintln!(
+                "ladder: {name}{shown}: val loss {:.4} (whole split {}) in {:.1}s",
+                summary.val_loss,
+                summary
+                    .val_loss_full
+                    .map_or("-".into(), |v| format!("{v:.4}")),
+                summary.wall_time_s
+            );
+            runs.push(summary);
         }
-        let summary: Summary = serde_json::from_slice(
-            &std::fs::read(run_dir.join("summary.json")).context("reading summary.json")?,
-        )?;
-        let curve = read_val_curve(&run_dir.join("metrics.csv"))?;
-        eprintln!(
-            "ladder: {name}: val loss {:.4} in {:.1}s",
-            summary.val_loss, summary.wall_time_s
-        );
         stages.push(Stage {
             name: name.clone(),
-            summary,
-            curve,
+            runs,
+            curve: curve.unwrap_or_default(),
         });
     }
     let table = markdown_table(&stages);
@@ -149,21 +205,41 @@ fn read_val_curve(path: &Path) -> Result<Vec<(f64, f64)>> {
 
 fn markdown_table(stages: &[Stage]) -> String {
     let mut table = String::from(
-        "| config | parameters | steps | train loss | val loss | wall time | tokens/s | backend |\n\
-         |---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| config | parameters | steps | seeds | train loss | val loss (estimate) | \
+         val loss (whole split) | wall time | tokens/s | backend |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for stage in stages {
-        let s = &stage.summary;
+        let Some(first) = stage.runs.first() else {
+            continue;
+        };
+        let column = |f: fn(&Summary) -> Option<f64>| -> String {
+            let values: Vec<f64> = stage.runs.iter().filter_map(f).collect();
+            if values.len() == stage.runs.len() {
+                show(&values)
+            } else {
+                "-".into()
+            }
+        };
         table.push_str(&format!(
-            "| {} | {} | {} | {:.4} | {:.4} | {:.1} s | {:.0} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {:.0} | {} |\n",
             stage.name,
-            group_digits(s.parameters),
-            group_digits(s.steps),
-            s.train_loss,
-            s.val_loss,
-            s.wall_time_s,
-            s.tokens_per_sec,
-            s.backend
+            group_digits(first.parameters),
+            group_digits(first.steps),
+            stage.runs.len(),
+            column(|s| Some(s.train_loss)),
+            column(|s| Some(s.val_loss)),
+            column(|s| s.val_loss_full),
+            mean_sd(&stage.runs.iter().map(|s| s.wall_time_s).collect::<Vec<_>>()).0,
+            mean_sd(
+                &stage
+                    .runs
+                    .iter()
+                    .map(|s| s.tokens_per_sec)
+                    .collect::<Vec<_>>()
+            )
+            .0,
+            first.backend
         ));
     }
     table
@@ -245,7 +321,17 @@ fn draw_chart(stages: &[Stage], path: &Path, backend: &str) -> Result<()> {
                 stage.curve.iter().copied(),
                 color.stroke_width(2),
             ))?
-            .label(format!("{} ({:.3})", stage.name, stage.summary.val_loss))
+            .label(format!(
+                "{} ({})",
+                stage.name,
+                show(
+                    &stage
+                        .runs
+                        .iter()
+                        .map(|s| s.val_loss_full.unwrap_or(s.val_loss))
+                        .collect::<Vec<_>>()
+                )
+            ))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
@@ -258,4 +344,19 @@ fn draw_chart(stages: &[Stage], path: &Path, backend: &str) -> Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_and_summarise() {
+        let args = LadderArgs::parse(vec!["--seeds".into(), "1337, 1,2".into()]).unwrap();
+        assert_eq!(args.seeds, [1337, 1, 2]);
+        assert!(LadderArgs::parse(vec!["--seeds".into(), "1,x".into()]).is_err());
+        assert_eq!(mean_sd(&[1.0, 2.0, 3.0]), (2.0, 1.0));
+        assert_eq!(show(&[2.48812]), "2.4881");
+        assert_eq!(show(&[1.0, 2.0, 3.0]), "2.0000 ± 1.0000");
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! - `train CONFIG [ARGS...]`: build the CLI in release mode and train (`tinygpt train`).
 //! - `generate RUN_DIR [ARGS...]`: build in release mode and generate (`tinygpt generate`).
-//! - `ladder [--backend B] [--configs a,b] [--max-iters N]`: train every tutorial stage and
+//! - `ladder [--backend B] [--configs a,b] [--seeds S1,S2] [--max-iters N]`: train every stage and
 //!   write a Markdown table and a PNG chart of the validation losses (`runs/ladder-B/`).
 //! - `bench [--vs-pytorch]`: median training step per config and backend (and PyTorch's).
 //! - `gpu-check`: build the CUDA binaries, tests and a script for a GPU machine (`.gpu-check/`).
@@ -24,7 +24,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   train CONFIG [--features cuda] [tinygpt train options]   build release, then train
   generate RUN_DIR [--features cuda] [tinygpt generate options]
-  ladder [--backend B] [--configs a,b,c] [--max-iters N] [--out DIR]
+  ladder [--backend B] [--configs a,b,c] [--seeds S1,S2] [--max-iters N] [--out DIR]
                                                            train every stage: table + chart
   bench [--vs-pytorch] [--backends a,b] [--configs a,b]    training-step table (and PyTorch ratios)
   gpu-check                                                build CUDA binaries + script into .gpu-check/

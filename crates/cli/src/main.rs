@@ -122,6 +122,11 @@ struct GenerateArgs {
     backend: BackendKind,
 }
 
+// Why: see `mimalloc` in the workspace Cargo.toml (freed tensor buffers are reused, not zeroed
+// again by the kernel).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -302,13 +307,15 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
     };
     let last = report.last_eval;
     println!(
-        "done: {} steps on {} in {:.1}s ({:.0} tokens/s): train loss {:.4}, val loss {:.4}",
+        "done: {} steps on {} in {:.1}s ({:.0} tokens/s): train loss {:.4}, val loss {:.4} \
+         (whole val split: {:.4})",
         last.step,
         report.backend,
         report.wall_time.as_secs_f64(),
         report.tokens_per_sec,
         last.train,
-        last.val
+        last.val,
+        report.val_loss_full
     );
     println!(
         "run directory: {} (generate with: tinygpt generate {})",

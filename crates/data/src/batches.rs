@@ -104,6 +104,42 @@ impl TokenSplits {
             targets: tensor(targets),
         }
     }
+
+    /// The number of whole non-overlapping `block_size` windows in a split (see
+    /// [`TokenSplits::windows`]).
+    pub fn window_count(&self, split: Split, block_size: usize) -> usize {
+        self.get(split).len().saturating_sub(1) / block_size
+    }
+
+    /// Every non-overlapping `block_size` window of the split in order, `batch_size` windows per
+    /// batch (the last batch may hold fewer): each token of the split is predicted once, from
+    /// the context since its window began. The mean loss over these is the split's loss that
+    /// random batches only estimate. The last `(len - 1) % block_size` tokens make no window.
+    pub fn windows<'a, B: Backend>(
+        &'a self,
+        split: Split,
+        block_size: usize,
+        batch_size: usize,
+        device: &'a B::Device,
+    ) -> impl Iterator<Item = Batch<B>> + 'a {
+        let data = self.get(split);
+        let count = self.window_count(split, block_size);
+        (0..count).step_by(batch_size.max(1)).map(move |first| {
+            let rows = batch_size.max(1).min(count - first);
+            let start = first * block_size;
+            let ids = |offset: usize| {
+                let ids: Vec<i64> = data[start + offset..start + offset + rows * block_size]
+                    .iter()
+                    .map(|&t| t as i64)
+                    .collect();
+                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, block_size]), device)
+            };
+            Batch {
+                inputs: ids(0),
+                targets: ids(1),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +208,30 @@ mod tests {
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
+    }
+
+    #[test]
+    fn windows_tile_the_split_once() {
+        // Token i is i itself; the val split is 450..500 (50 tokens: 6 windows of 8, 1 left).
+        let tokens: Vec<usize> = (0..500).collect();
+        let splits = TokenSplits::new(&tokens, 0.9).unwrap();
+        let device = Default::default();
+        assert_eq!(splits.window_count(Split::Val, 8), 6);
+        let batches: Vec<_> = splits.windows::<B>(Split::Val, 8, 4, &device).collect();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].inputs.dims(), [4, 8]);
+        assert_eq!(batches[1].inputs.dims(), [2, 8]);
+        let inputs: Vec<i64> = batches.iter().flat_map(|b| ids(b.inputs.clone())).collect();
+        let targets: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| ids(b.targets.clone()))
+            .collect();
+        assert_eq!(inputs, (450..498).collect::<Vec<i64>>());
+        assert_eq!(targets, (451..499).collect::<Vec<i64>>());
+        // A split of exactly block_size + 1 tokens is one window.
+        let small = TokenSplits::new(&tokens[..90], 0.9).unwrap();
+        assert_eq!(small.window_count(Split::Val, 8), 1);
+        assert_eq!(small.window_count(Split::Val, 9), 0);
     }
 
     #[test]

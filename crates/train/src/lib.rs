@@ -16,7 +16,8 @@ pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, RunConfig, TrainingSpec};
 pub use schedule::LrSchedule;
 pub use trainer::{
-    adamw, apply_update, estimate_loss, load_model, train, LossEstimate, TrainOptions, TrainReport,
+    adamw, apply_update, estimate_loss, full_split_loss, load_model, train, LossEstimate,
+    TrainOptions, TrainReport,
 };
 
 use std::path::PathBuf;

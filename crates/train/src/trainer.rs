@@ -74,6 +74,8 @@ pub struct TrainReport {
     pub evaluations: Vec<LossEstimate>,
     /// The estimate at the final step.
     pub last_eval: LossEstimate,
+    /// The final model's loss over the whole validation split ([`full_split_loss`]).
+    pub val_loss_full: f64,
     /// Training time, excluding evaluation, checkpointing and sampling.
     pub train_time: Duration,
     pub wall_time: Duration,
@@ -135,6 +137,42 @@ pub fn estimate_loss<B: Backend>(
         train: mean(Split::Train, 0),
         val: mean(Split::Val, 1 << 32),
     }
+}
+
+/// The mean loss over every token of a split: the split tiled into non-overlapping
+/// `block_size` windows, each position predicted from the context since its window began (what
+/// `estimate_loss` samples at random, without the sampling noise). Batches of the training
+/// batch size.
+pub fn full_split_loss<B: Backend>(
+    model: &LanguageModel<B>,
+    prepared: &Prepared,
+    split: Split,
+    device: &B::Device,
+) -> f64 {
+    let block_size = prepared.model.block_size;
+    let windows = prepared.splits.window_count(split, block_size);
+    let mut total = None;
+    for batch in prepared.splits.windows::<B>(
+        split,
+        block_size,
+        prepared.config.training.batch_size,
+        device,
+    ) {
+        let rows = batch.inputs.dims()[0];
+        let (_, loss) = model.forward_loss(batch.inputs, batch.targets);
+        // Every window has block_size tokens, so weighting each batch's mean by its rows gives
+        // the mean over tokens.
+        let loss = loss.mul_scalar(rows as f64);
+        total = Some(match total {
+            Some(sum) => sum + loss,
+            None => loss,
+        });
+    }
+    let sum: f64 = total
+        .expect("check_block_size guarantees a window")
+        .into_scalar()
+        .elem();
+    sum / windows as f64
 }
 
 /// Trains the prepared model on backend `B`, from scratch or from `options.resume`.
@@ -330,8 +368,9 @@ pub fn train<B: AutodiffBackend>(
     }
     bar.finish_and_clear();
 
-    let mut sampler = Sampler::new(Sampling::default(), t.seed);
     let model = model.valid();
+    let val_loss_full = full_split_loss(&model, prepared, Split::Val, device);
+    let mut sampler = Sampler::new(Sampling::default(), t.seed);
     let tokens = model.generate(&[], t.sample_tokens, &mut sampler);
     let sample = prepared
         .tokenizer
@@ -347,6 +386,7 @@ pub fn train<B: AutodiffBackend>(
         steps: last_eval.step,
         train_loss: last_eval.train,
         val_loss: last_eval.val,
+        val_loss_full: Some(val_loss_full),
         best_val_loss: state.best_val.unwrap_or(last_eval.val),
         wall_time_s: wall_time.as_secs_f64(),
         train_time_s: train_time.as_secs_f64(),
@@ -367,6 +407,7 @@ pub fn train<B: AutodiffBackend>(
         parameters,
         evaluations,
         last_eval,
+        val_loss_full,
         train_time,
         wall_time,
         tokens_per_sec,
@@ -381,7 +422,11 @@ pub struct RunSummary {
     pub parameters: usize,
     pub steps: usize,
     pub train_loss: f64,
+    /// The final estimate from `eval_iters` random batches, as the tutorial's `estimate_loss`.
     pub val_loss: f64,
+    /// The exact loss over the whole validation split ([`full_split_loss`]).
+    #[serde(default)]
+    pub val_loss_full: Option<f64>,
     pub best_val_loss: f64,
     /// The whole invocation: evaluations, checkpoints and the sample included.
     pub wall_time_s: f64,
