@@ -13,6 +13,10 @@ use std::path::Path;
 use tinygpt_model::{LanguageModel, ModelConfig};
 use tinygpt_train::{adamw, apply_update, BackendKind, BackendTask, RunConfig, TrainingSpec};
 
+// The allocator the `tinygpt` binary uses, so the benches time what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const VOCAB: usize = 65;
 const BATCH: usize = 32;
 
