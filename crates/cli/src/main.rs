@@ -411,9 +411,11 @@ impl BackendTask for BenchTask<'_> {
         tinygpt_train::bench::time_train_steps::<B>(
             &self.model,
             &self.training,
-            self.batch_size,
-            self.args.warmup,
-            self.args.steps,
+            tinygpt_train::bench::StepPlan {
+                batch_size: self.batch_size,
+                warmup: self.args.warmup,
+                steps: self.args.steps,
+            },
             &device,
             kind.name(),
             |i, took| {

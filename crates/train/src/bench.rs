@@ -86,14 +86,23 @@ pub fn flops_per_token(config: &ModelConfig, parameters: usize) -> f64 {
     6.0 * (parameters - position) as f64 + 12.0 * attention * t
 }
 
-/// Times `steps` training steps after `warmup` untimed ones, on random tokens. A step is the
-/// trainer's own: forward, backward and `apply_update` with the run's optimizer settings.
+/// How many steps a bench runs, and on what batch.
+#[derive(Debug, Clone, Copy)]
+pub struct StepPlan {
+    pub batch_size: usize,
+    /// Untimed steps first (allocation, compilation, autotuning).
+    pub warmup: usize,
+    /// Timed steps.
+    pub steps: usize,
+}
+
+/// Times `plan.steps` training steps after `plan.warmup` untimed ones, on random tokens, and
+/// reports each step's time to `on_step` as it ends. A step is the trainer's own: forward,
+/// backward and `apply_update` with the run's optimizer settings.
 pub fn time_train_steps<B: AutodiffBackend>(
     config: &ModelConfig,
     training: &TrainingSpec,
-    batch_size: usize,
-    warmup: usize,
-    steps: usize,
+    plan: StepPlan,
     device: &B::Device,
     backend: &str,
     mut on_step: impl FnMut(usize, Duration),
@@ -102,6 +111,11 @@ pub fn time_train_steps<B: AutodiffBackend>(
     let mut model: LanguageModel<B> = config.init(device);
     let parameters = model.num_params();
     let mut optimizer = adamw::<B>(training);
+    let StepPlan {
+        batch_size,
+        warmup,
+        steps,
+    } = plan;
     let tokens = || {
         Tensor::<B, 2>::random(
             [batch_size, config.block_size],
@@ -195,9 +209,11 @@ mod tests {
         let timing = time_train_steps::<Autodiff<NdArray<f32>>>(
             &config,
             &run.training,
-            4,
-            1,
-            3,
+            StepPlan {
+                batch_size: 4,
+                warmup: 1,
+                steps: 3,
+            },
             &Default::default(),
             "ndarray",
             |i, _| seen.push(i),
