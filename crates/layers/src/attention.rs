@@ -32,7 +32,7 @@ pub fn causal_attention<B: Backend>(
         scores.mask_fill(future, f32::NEG_INFINITY)
     };
     let weights = softmax(scores, 3);
-    dropout.forward(weights).matmul(v)
+    crate::dropout::dropout(dropout, weights).matmul(v)
 }
 
 /// The keys and values of the positions an attention layer has seen, `[batch, heads, time,

@@ -1,6 +1,7 @@
 //! `FeedForward`: the per-position MLP, `Linear + ReLU` with an optional output projection.
 
 use crate::attention::KvCache;
+use crate::dropout::dropout;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -104,7 +105,7 @@ impl<B: Backend> FeedForward<B> {
             Some(projection) => projection.forward(h),
             None => h,
         };
-        self.dropout.forward(h)
+        dropout(&self.dropout, h)
     }
 }
 

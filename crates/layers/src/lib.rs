@@ -10,6 +10,7 @@ mod macros;
 
 pub mod attention;
 pub mod block;
+pub mod dropout;
 pub mod feedforward;
 pub mod head;
 pub mod init;

@@ -1,6 +1,7 @@
 //! `MultiHeadAttention`: several causal attention heads in parallel, concatenated.
 
 use crate::attention::{fused_causal_attention, KvCache};
+use crate::dropout::dropout;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -127,7 +128,7 @@ impl<B: Backend> MultiHeadAttention<B> {
     fn attend(&self, x: Tensor<B, 3>, cache: Option<&mut Option<KvCache<B>>>) -> Tensor<B, 3> {
         let out = fused_causal_attention(self.qkv.forward(x), self.n_head, &self.dropout, cache);
         match &self.projection {
-            Some(projection) => self.dropout.forward(projection.forward(out)),
+            Some(projection) => dropout(&self.dropout, projection.forward(out)),
             None => out,
         }
     }
