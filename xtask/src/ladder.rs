@@ -51,6 +51,11 @@ fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// The mean of one field over a stage's runs.
+fn mean_of(stage: &Stage, field: fn(&Summary) -> f64) -> f64 {
+    mean_sd(&stage.runs.iter().map(field).collect::<Vec<_>>()).0
+}
+
 /// `mean` alone for one run, `mean ± sd` for several.
 fn show(values: &[f64]) -> String {
     match mean_sd(values) {
@@ -230,15 +235,8 @@ fn markdown_table(stages: &[Stage]) -> String {
             column(|s| Some(s.train_loss)),
             column(|s| Some(s.val_loss)),
             column(|s| s.val_loss_full),
-            mean_sd(&stage.runs.iter().map(|s| s.wall_time_s).collect::<Vec<_>>()).0,
-            mean_sd(
-                &stage
-                    .runs
-                    .iter()
-                    .map(|s| s.tokens_per_sec)
-                    .collect::<Vec<_>>()
-            )
-            .0,
+            mean_of(stage, |s| s.wall_time_s),
+            mean_of(stage, |s| s.tokens_per_sec),
             first.backend
         ));
     }

@@ -96,12 +96,9 @@ impl TokenSplits {
             inputs.extend(window[..block_size].iter().map(|&t| t as i64));
             targets.extend(window[1..].iter().map(|&t| t as i64));
         }
-        let tensor = |ids: Vec<i64>| {
-            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch_size, block_size]), device)
-        };
         Batch {
-            inputs: tensor(inputs),
-            targets: tensor(targets),
+            inputs: id_tensor(inputs, [batch_size, block_size], device),
+            targets: id_tensor(targets, [batch_size, block_size], device),
         }
     }
 
@@ -128,11 +125,11 @@ impl TokenSplits {
             let rows = batch_size.max(1).min(count - first);
             let start = first * block_size;
             let ids = |offset: usize| {
-                let ids: Vec<i64> = data[start + offset..start + offset + rows * block_size]
+                let ids = data[start + offset..start + offset + rows * block_size]
                     .iter()
                     .map(|&t| t as i64)
                     .collect();
-                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, block_size]), device)
+                id_tensor(ids, [rows, block_size], device)
             };
             Batch {
                 inputs: ids(0),
@@ -140,6 +137,15 @@ impl TokenSplits {
             }
         })
     }
+}
+
+/// Token ids as an int tensor of `shape` on `device`.
+fn id_tensor<B: Backend>(
+    ids: Vec<i64>,
+    shape: [usize; 2],
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(ids, shape), device)
 }
 
 #[cfg(test)]

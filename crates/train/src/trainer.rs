@@ -11,7 +11,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ElementConversion;
+use burn::tensor::{ElementConversion, Tensor};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -117,20 +117,14 @@ pub fn estimate_loss<B: Backend>(
     let block_size = prepared.model.block_size;
     let mean = |split: Split, stream: u64| {
         let mut rng = stream_rng(t.seed, EVAL_STREAM + stream, step as u64);
-        let mut total = None;
-        for _ in 0..t.eval_iters {
+        let losses = (0..t.eval_iters).map(|_| {
             let batch =
                 prepared
                     .splits
                     .batch::<B>(split, t.batch_size, block_size, &mut rng, device);
-            let (_, loss) = model.forward_loss(batch.inputs, batch.targets);
-            total = Some(match total {
-                Some(sum) => sum + loss,
-                None => loss,
-            });
-        }
-        let sum: f64 = total.expect("eval_iters >= 1").into_scalar().elem();
-        sum / t.eval_iters as f64
+            model.forward_loss(batch.inputs, batch.targets).1
+        });
+        sum_on_device(losses) / t.eval_iters as f64
     };
     LossEstimate {
         step,
@@ -151,28 +145,28 @@ pub fn full_split_loss<B: Backend>(
 ) -> f64 {
     let block_size = prepared.model.block_size;
     let windows = prepared.splits.window_count(split, block_size);
-    let mut total = None;
-    for batch in prepared.splits.windows::<B>(
-        split,
-        block_size,
-        prepared.config.training.batch_size,
-        device,
-    ) {
-        let rows = batch.inputs.dims()[0];
-        let (_, loss) = model.forward_loss(batch.inputs, batch.targets);
-        // Every window has block_size tokens, so weighting each batch's mean by its rows gives
-        // the mean over tokens.
-        let loss = loss.mul_scalar(rows as f64);
-        total = Some(match total {
-            Some(sum) => sum + loss,
-            None => loss,
+    let batch_size = prepared.config.training.batch_size;
+    let losses = prepared
+        .splits
+        .windows::<B>(split, block_size, batch_size, device)
+        .map(|batch| {
+            let rows = batch.inputs.dims()[0];
+            let (_, loss) = model.forward_loss(batch.inputs, batch.targets);
+            // Every window has block_size tokens, so weighting each batch's mean by its rows
+            // gives the mean over tokens.
+            loss.mul_scalar(rows as f64)
         });
-    }
-    let sum: f64 = total
-        .expect("check_block_size guarantees a window")
+    sum_on_device(losses) / windows as f64
+}
+
+/// Adds scalar losses on the device and reads the total back once, instead of waiting for the
+/// device after every batch. Panics on an empty sequence (callers evaluate at least one batch).
+fn sum_on_device<B: Backend>(losses: impl Iterator<Item = Tensor<B, 1>>) -> f64 {
+    losses
+        .reduce(|sum, loss| sum + loss)
+        .expect("at least one batch is evaluated")
         .into_scalar()
-        .elem();
-    sum / windows as f64
+        .elem()
 }
 
 /// Trains the prepared model on backend `B`, from scratch or from `options.resume`.
