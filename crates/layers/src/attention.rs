@@ -70,6 +70,24 @@ pub fn fused_causal_attention<B: Backend>(
     dropout: &Dropout,
     cache: Option<&mut Option<KvCache<B>>>,
 ) -> Tensor<B, 3> {
+    let qkv = match cache {
+        // Without a cache, the CPU backends run one fused kernel (forward and backward).
+        None => match crate::flex_attention::attention(qkv, heads, dropout) {
+            Ok(out) => return out,
+            Err(qkv) => qkv,
+        },
+        Some(_) => qkv,
+    };
+    plain_causal_attention(qkv, heads, dropout, cache)
+}
+
+/// [`fused_causal_attention`] as tensor ops, on every backend.
+pub fn plain_causal_attention<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
+    dropout: &Dropout,
+    cache: Option<&mut Option<KvCache<B>>>,
+) -> Tensor<B, 3> {
     let mut parts = qkv
         .chunk(3, 2)
         .into_iter()

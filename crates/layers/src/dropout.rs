@@ -50,7 +50,7 @@ fn mask_on_host<B: Backend>() -> bool {
 
 /// One seed from the backend's generator, so `B::seed` still makes the masks reproducible.
 /// Four 16-bit draws: int tensors are i32 on some backends.
-fn seed_from_backend<B: Backend>(device: &B::Device) -> u64 {
+pub(crate) fn seed_from_backend<B: Backend>(device: &B::Device) -> u64 {
     Tensor::<B, 1, Int>::random([4], Distribution::Uniform(0.0, 65_536.0), device)
         .into_data()
         .convert::<i64>()

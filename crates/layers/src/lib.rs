@@ -10,8 +10,10 @@ mod macros;
 
 pub mod attention;
 pub mod block;
+pub mod cpu_attention;
 pub mod dropout;
 pub mod feedforward;
+pub mod flex_attention;
 pub mod head;
 pub mod init;
 pub mod layernorm;

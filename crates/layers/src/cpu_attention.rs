@@ -1,0 +1,558 @@
+//! Causal self-attention as one kernel on host memory: forward and backward for every
+//! (batch, head) pair in parallel, straight from the fused `[batch, time, 3 * width]` projection to
+//! the `[batch, time, width]` output, and back.
+//!
+//! Written as tensor ops, attention is about a dozen operations (split the heads, scale, mask,
+//! softmax, dropout, two batched matmuls, merge the heads) and twice that many in the backward
+//! pass; on the CPU backends each one allocates, walks strided views element by element and
+//! records an autodiff node. Here one (batch, head) task keeps its `time x time` weights in cache
+//! and reads the queries, keys and values where the projection left them, through strides.
+//! [`crate::flex_attention`] plugs it into Burn; this file knows nothing of Burn.
+
+use rayon::prelude::*;
+
+/// The sizes of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub batch: usize,
+    pub time: usize,
+    pub heads: usize,
+    pub head_size: usize,
+}
+
+impl AttentionDims {
+    /// `heads * head_size`: the output width.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_size
+    }
+
+    /// Elements of the `[batch, time, 3 * width]` projection.
+    pub fn qkv_len(&self) -> usize {
+        self.batch * self.time * 3 * self.width()
+    }
+
+    /// Elements of the `[batch, time, width]` output.
+    pub fn out_len(&self) -> usize {
+        self.batch * self.time * self.width()
+    }
+
+    /// Elements of the `[batch, heads, time, time]` attention weights.
+    pub fn weights_len(&self) -> usize {
+        self.batch * self.heads * self.time * self.time
+    }
+
+    fn scale(&self) -> f32 {
+        (self.head_size as f32).powf(-0.5)
+    }
+}
+
+/// Dropout on the attention weights: each weight is kept with probability `keep` (and scaled by
+/// `1 / keep`), decided by a counter-based generator keyed by `seed` and the weight's position,
+/// so the backward pass redraws the same mask instead of storing it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightDropout {
+    pub seed: u64,
+    pub keep: f64,
+}
+
+impl WeightDropout {
+    /// Mask factors (`1 / keep` or 0) of the first `row.len()` weights of row `row_index`
+    /// (`(batch * heads + head) * time + query`).
+    pub fn fill_row(&self, row_index: usize, row: &mut [f32]) {
+        let threshold = (self.keep * 4_294_967_296.0) as u64;
+        let scale = (1.0 / self.keep) as f32;
+        let mut state = mix(self.seed ^ mix(row_index as u64));
+        for factor in row {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            *factor = if mix(state) >> 32 < threshold {
+                scale
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// The whole `[batch, heads, time, time]` mask (zeros above the diagonal): for tests and
+    /// reference computations.
+    pub fn mask(&self, dims: AttentionDims) -> Vec<f32> {
+        let t = dims.time;
+        let mut mask = vec![0.0; dims.weights_len()];
+        for (row_index, row) in mask.chunks_mut(t).enumerate() {
+            let query = row_index % t;
+            self.fill_row(row_index, &mut row[..=query]);
+        }
+        mask
+    }
+}
+
+/// SplitMix64's output function: a bijective 64-bit mix.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The output of [`forward`].
+pub struct Forward {
+    /// `[batch, time, width]`, heads side by side.
+    pub out: Vec<f32>,
+    /// The softmax weights before dropout, `[batch, heads, time, time]`, when asked to keep them
+    /// for the backward pass.
+    pub weights: Option<Vec<f32>>,
+}
+
+/// `softmax(q kᵀ / sqrt(head_size) + causal mask)`, dropout, `· v`, for every head.
+pub fn forward(
+    qkv: &[f32],
+    dims: AttentionDims,
+    dropout: Option<WeightDropout>,
+    keep_weights: bool,
+) -> Forward {
+    assert_eq!(qkv.len(), dims.qkv_len(), "qkv is [batch, time, 3 * width]");
+    let t = dims.time;
+    let mut out = vec![0.0f32; dims.out_len()];
+    let mut weights = keep_weights.then(|| vec![0.0f32; dims.weights_len()]);
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    let weights_ptr = weights.as_mut().map(|w| SharedMut(w.as_mut_ptr()));
+    (0..dims.batch * dims.heads).into_par_iter().for_each_init(
+        || (vec![0.0f32; t * t], vec![0.0f32; t * t], vec![0.0f32; t]),
+        |(scratch, dropped, mask_row), task| {
+            let probs: &mut [f32] = match &weights_ptr {
+                // SAFETY: task `task` alone writes weights[task * t * t..(task + 1) * t * t].
+                Some(w) => unsafe {
+                    std::slice::from_raw_parts_mut(w.get().add(task * t * t), t * t)
+                },
+                None => scratch,
+            };
+            let view = HeadView::new(dims, task);
+            // SAFETY: every view stays inside qkv, probs and out (HeadView's offsets), and this
+            // task's output columns are written by no other task.
+            unsafe { matmul(square(probs, t), view.q(qkv), view.k(qkv).t(), dims.scale()) };
+            softmax_causal(probs, t);
+            let applied: &mut [f32] = match dropout {
+                None => probs,
+                Some(dropout) => {
+                    apply_dropout(&dropout, task, t, probs, dropped, mask_row);
+                    dropped
+                }
+            };
+            unsafe {
+                matmul(
+                    view.out(out_ptr.get()),
+                    square(applied, t),
+                    view.v(qkv),
+                    1.0,
+                )
+            };
+        },
+    );
+    Forward { out, weights }
+}
+
+/// The gradient of [`forward`]'s output with respect to `qkv`, given `weights` from a forward
+/// pass with the same `qkv` and `dropout`, and the output's gradient `grad_out`.
+pub fn backward(
+    qkv: &[f32],
+    weights: &[f32],
+    grad_out: &[f32],
+    dims: AttentionDims,
+    dropout: Option<WeightDropout>,
+) -> Vec<f32> {
+    assert_eq!(qkv.len(), dims.qkv_len(), "qkv is [batch, time, 3 * width]");
+    assert_eq!(
+        weights.len(),
+        dims.weights_len(),
+        "weights are [batch, heads, time, time]"
+    );
+    assert_eq!(
+        grad_out.len(),
+        dims.out_len(),
+        "grad_out is [batch, time, width]"
+    );
+    let t = dims.time;
+    let mut grad_qkv = vec![0.0f32; dims.qkv_len()];
+    let grad_ptr = SharedMut(grad_qkv.as_mut_ptr());
+    (0..dims.batch * dims.heads).into_par_iter().for_each_init(
+        || (vec![0.0f32; t * t], vec![0.0f32; t * t], vec![0.0f32; t]),
+        |(grad_scores, dropped, mask_row), task| {
+            let probs = &weights[task * t * t..(task + 1) * t * t];
+            let view = HeadView::new(dims, task);
+            let grad_out = view.grad_out(grad_out);
+            let applied = match dropout {
+                None => probs,
+                Some(dropout) => {
+                    apply_dropout(&dropout, task, t, probs, dropped, mask_row);
+                    &dropped[..]
+                }
+            };
+            let applied = Mat::new(applied.as_ptr().cast_mut(), t, t, t as isize, 1);
+            let grad_weights = square(grad_scores, t);
+            // SAFETY: as in `forward`; this task's query, key and value columns of grad_qkv are
+            // written by no other task.
+            unsafe {
+                // d(applied weights) = d(out) vᵀ; d(v) = applied weightsᵀ d(out).
+                matmul(grad_weights, grad_out, view.v(qkv).t(), 1.0);
+                matmul(view.grad_v(grad_ptr.get()), applied.t(), grad_out, 1.0);
+            }
+            if let Some(dropout) = dropout {
+                for query in 0..t {
+                    let row = &mut grad_scores[query * t..=query * t + query];
+                    dropout.fill_row(task * t + query, &mut mask_row[..=query]);
+                    for (grad, factor) in row.iter_mut().zip(&mask_row[..=query]) {
+                        *grad *= factor;
+                    }
+                }
+            }
+            softmax_causal_backward(probs, grad_scores, t);
+            let grad_scores = square(grad_scores, t);
+            unsafe {
+                matmul(
+                    view.grad_q(grad_ptr.get()),
+                    grad_scores,
+                    view.k(qkv),
+                    dims.scale(),
+                );
+                matmul(
+                    view.grad_k(grad_ptr.get()),
+                    grad_scores.t(),
+                    view.q(qkv),
+                    dims.scale(),
+                );
+            }
+        },
+    );
+    grad_qkv
+}
+
+/// Row-wise softmax of the lower triangle of a `t x t` matrix, in place; zeros above it.
+fn softmax_causal(scores: &mut [f32], t: usize) {
+    for (query, row) in scores.chunks_mut(t).enumerate() {
+        let (seen, future) = row.split_at_mut(query + 1);
+        let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for score in seen.iter_mut() {
+            *score = (*score - max).exp();
+            sum += *score;
+        }
+        let inverse = 1.0 / sum;
+        seen.iter_mut().for_each(|p| *p *= inverse);
+        future.fill(0.0);
+    }
+}
+
+/// Turns d(weights) into d(scores) in place: `p * (dp - sum_j p_j dp_j)` per row; zero above
+/// the diagonal, where the mask cut the scores off.
+fn softmax_causal_backward(probs: &[f32], grad: &mut [f32], t: usize) {
+    for query in 0..t {
+        let p = &probs[query * t..=query * t + query];
+        let row = &mut grad[query * t..(query + 1) * t];
+        let (seen, future) = row.split_at_mut(query + 1);
+        let dot: f32 = p.iter().zip(seen.iter()).map(|(p, g)| p * g).sum();
+        for (g, p) in seen.iter_mut().zip(p) {
+            *g = p * (*g - dot);
+        }
+        future.fill(0.0);
+    }
+}
+
+/// `dropped = probs * mask` over the lower triangle of one head's weights.
+fn apply_dropout(
+    dropout: &WeightDropout,
+    task: usize,
+    t: usize,
+    probs: &[f32],
+    dropped: &mut [f32],
+    mask_row: &mut [f32],
+) {
+    for query in 0..t {
+        let row = query * t;
+        dropout.fill_row(task * t + query, &mut mask_row[..=query]);
+        for key in 0..=query {
+            dropped[row + key] = probs[row + key] * mask_row[key];
+        }
+        dropped[row + query + 1..row + t].fill(0.0);
+    }
+}
+
+/// A raw pointer that parallel tasks share, each writing its own disjoint part.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: the tasks that share it write disjoint elements (see the call sites).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// Through a method, so closures capture the `Sync` wrapper, not the bare pointer field.
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// A `t x t` row-major matrix over a whole slice.
+fn square(values: &mut [f32], t: usize) -> Mat {
+    assert_eq!(t * t, values.len());
+    Mat::new(values.as_mut_ptr(), t, t, t as isize, 1)
+}
+
+/// A strided matrix view for gemm (`ptr` is written only when the view is a destination).
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl Mat {
+    fn new(ptr: *mut f32, rows: usize, cols: usize, row_stride: isize, col_stride: isize) -> Self {
+        Self {
+            ptr,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self::new(
+            self.ptr,
+            self.cols,
+            self.rows,
+            self.col_stride,
+            self.row_stride,
+        )
+    }
+}
+
+/// `dst = scale * lhs · rhs`, single-threaded (the tasks are the parallelism).
+///
+/// # Safety
+/// Each view must describe memory valid for its extent; `dst` must not overlap the inputs.
+unsafe fn matmul(dst: Mat, lhs: Mat, rhs: Mat, scale: f32) {
+    debug_assert_eq!((dst.rows, dst.cols), (lhs.rows, rhs.cols));
+    debug_assert_eq!(lhs.cols, rhs.rows);
+    gemm::gemm(
+        dst.rows,
+        dst.cols,
+        lhs.cols,
+        dst.ptr,
+        dst.col_stride,
+        dst.row_stride,
+        false,
+        lhs.ptr,
+        lhs.col_stride,
+        lhs.row_stride,
+        rhs.ptr,
+        rhs.col_stride,
+        rhs.row_stride,
+        0.0,
+        scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// Where one (batch, head) task's operands live: its queries, keys and values are `time x
+/// head_size` column blocks of the `[batch, time, 3 * width]` projection (row stride `3 *
+/// width`), its output a column block of `[batch, time, width]`.
+struct HeadView {
+    dims: AttentionDims,
+    batch: usize,
+    head: usize,
+}
+
+impl HeadView {
+    fn new(dims: AttentionDims, task: usize) -> Self {
+        Self {
+            dims,
+            batch: task / dims.heads,
+            head: task % dims.heads,
+        }
+    }
+
+    /// Block `part` (0 query, 1 key, 2 value) of this head in a `[batch, time, 3 * width]` buffer.
+    fn qkv_block(&self, base: *const f32, part: usize) -> Mat {
+        let (t, w, d) = (self.dims.time, self.dims.width(), self.dims.head_size);
+        let offset = self.batch * t * 3 * w + part * w + self.head * d;
+        // SAFETY (of the `add`): offset < qkv_len for a valid task.
+        Mat::new(
+            unsafe { base.add(offset) } as *mut f32,
+            t,
+            d,
+            3 * w as isize,
+            1,
+        )
+    }
+
+    fn q(&self, qkv: &[f32]) -> Mat {
+        self.qkv_block(qkv.as_ptr(), 0)
+    }
+
+    fn k(&self, qkv: &[f32]) -> Mat {
+        self.qkv_block(qkv.as_ptr(), 1)
+    }
+
+    fn v(&self, qkv: &[f32]) -> Mat {
+        self.qkv_block(qkv.as_ptr(), 2)
+    }
+
+    fn grad_q(&self, grad_qkv: *mut f32) -> Mat {
+        self.qkv_block(grad_qkv, 0)
+    }
+
+    fn grad_k(&self, grad_qkv: *mut f32) -> Mat {
+        self.qkv_block(grad_qkv, 1)
+    }
+
+    fn grad_v(&self, grad_qkv: *mut f32) -> Mat {
+        self.qkv_block(grad_qkv, 2)
+    }
+
+    /// This head's block of a `[batch, time, width]` buffer.
+    fn out_block(&self, base: *const f32) -> Mat {
+        let (t, w, d) = (self.dims.time, self.dims.width(), self.dims.head_size);
+        let offset = self.batch * t * w + self.head * d;
+        Mat::new(unsafe { base.add(offset) } as *mut f32, t, d, w as isize, 1)
+    }
+
+    fn out(&self, out: *mut f32) -> Mat {
+        self.out_block(out)
+    }
+
+    fn grad_out(&self, grad_out: &[f32]) -> Mat {
+        self.out_block(grad_out.as_ptr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attention of one head computed the textbook way, in f64.
+    fn reference(qkv: &[f32], dims: AttentionDims, mask: Option<&[f32]>) -> Vec<f64> {
+        let (t, w, d) = (dims.time, dims.width(), dims.head_size);
+        let at = |b: usize, i: usize, col: usize| qkv[b * t * 3 * w + i * 3 * w + col] as f64;
+        let mut out = vec![0.0; dims.out_len()];
+        for b in 0..dims.batch {
+            for h in 0..dims.heads {
+                for i in 0..t {
+                    let scores: Vec<f64> = (0..=i)
+                        .map(|j| {
+                            (0..d)
+                                .map(|c| at(b, i, h * d + c) * at(b, j, w + h * d + c))
+                                .sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = exps.iter().sum();
+                    for c in 0..d {
+                        out[b * t * w + i * w + h * d + c] = (0..=i)
+                            .map(|j| {
+                                let factor = mask.map_or(1.0, |m| {
+                                    m[((b * dims.heads + h) * t + i) * t + j] as f64
+                                });
+                                exps[j] / sum * factor * at(b, j, 2 * w + h * d + c)
+                            })
+                            .sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
+        (0..len)
+            .map(|i| (mix(seed ^ i as u64) >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0)
+            .collect()
+    }
+
+    const DIMS: AttentionDims = AttentionDims {
+        batch: 2,
+        time: 7,
+        heads: 3,
+        head_size: 5,
+    };
+
+    #[test]
+    fn forward_matches_the_textbook_formula() {
+        let qkv = pseudo_random(DIMS.qkv_len(), 1);
+        let dropout = WeightDropout {
+            seed: 9,
+            keep: 0.75,
+        };
+        for (dropout, mask) in [(None, None), (Some(dropout), Some(dropout.mask(DIMS)))] {
+            let fast = forward(&qkv, DIMS, dropout, true).out;
+            let slow = reference(&qkv, DIMS, mask.as_deref());
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let dims = AttentionDims {
+            batch: 1,
+            time: 4,
+            heads: 2,
+            head_size: 3,
+        };
+        let qkv = pseudo_random(dims.qkv_len(), 2);
+        let grad_out = pseudo_random(dims.out_len(), 3);
+        let dropout = Some(WeightDropout { seed: 4, keep: 0.7 });
+        for dropout in [None, dropout] {
+            let mask = dropout.map(|d| d.mask(dims));
+            let weights = forward(&qkv, dims, dropout, true).weights.unwrap();
+            let grad = backward(&qkv, &weights, &grad_out, dims, dropout);
+            // The loss sum(out * grad_out), in f64, nudged one input at a time.
+            let loss = |qkv: &[f32]| -> f64 {
+                reference(qkv, dims, mask.as_deref())
+                    .iter()
+                    .zip(&grad_out)
+                    .map(|(o, g)| o * *g as f64)
+                    .sum()
+            };
+            for i in 0..qkv.len() {
+                let (mut up, mut down) = (qkv.clone(), qkv.clone());
+                up[i] += 1e-3;
+                down[i] -= 1e-3;
+                let numeric = (loss(&up) - loss(&down)) / 2e-3;
+                assert!(
+                    (grad[i] as f64 - numeric).abs() < 1e-3,
+                    "d qkv[{i}]: kernel {} vs numeric {numeric}",
+                    grad[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weights_are_a_causal_distribution_and_the_mask_follows_its_seed() {
+        let qkv = pseudo_random(DIMS.qkv_len(), 5);
+        let weights = forward(&qkv, DIMS, None, true).weights.unwrap();
+        let t = DIMS.time;
+        for (row_index, row) in weights.chunks(t).enumerate() {
+            let query = row_index % t;
+            assert!(row[query + 1..].iter().all(|&p| p == 0.0));
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        let dropout = |seed| WeightDropout { seed, keep: 0.5 };
+        assert_eq!(dropout(1).mask(DIMS), dropout(1).mask(DIMS));
+        assert_ne!(dropout(1).mask(DIMS), dropout(2).mask(DIMS));
+        let big = AttentionDims { time: 64, ..DIMS };
+        let mask = dropout(3).mask(big);
+        let lower = big.batch * big.heads * 64 * 65 / 2;
+        let kept = mask.iter().filter(|&&m| m == 2.0).count();
+        assert!(
+            (kept as f64 / lower as f64 - 0.5).abs() < 0.02,
+            "{kept} of {lower}"
+        );
+    }
+}
