@@ -2,6 +2,9 @@
 //! block 8): a forward pass, and a full training step (forward, backward, AdamW). Also times
 //! generation with and without the key/value cache at block_size 256 (nanogpt_cpu's model).
 //!
+//! The attention group times one attention layer's forward and backward pass on flex, through
+//! the fused CPU kernel and as plain tensor ops.
+//!
 //! `cargo bench --bench backends`; add `--features cuda` on a GPU machine to include CUDA.
 
 use burn::module::AutodiffModule;
@@ -117,6 +120,44 @@ fn generation(c: &mut Criterion) {
     group.finish();
 }
 
+/// Forward + backward of causal self-attention from a `[batch, time, 3 * width]` projection, at
+/// transformer.ron's and nanogpt_cpu.ron's sizes: the fused flex kernel against plain tensor ops.
+fn attention(c: &mut Criterion) {
+    use burn::nn::DropoutConfig;
+    use tinygpt_layers::attention::plain_causal_attention;
+    use tinygpt_layers::flex_attention;
+    type B = burn::backend::Autodiff<burn::backend::Flex>;
+    let device = Default::default();
+    let mut group = c.benchmark_group("attention_forward_backward");
+    for (name, batch, time, heads, head_size, dropout) in [
+        ("transformer", 32, 8, 4, 8, 0.0),
+        ("nanogpt_cpu", 12, 64, 4, 32, 0.1),
+    ] {
+        let dropout = DropoutConfig::new(dropout).init();
+        let qkv = Tensor::<B, 3>::random(
+            [batch, time, 3 * heads * head_size],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        )
+        .require_grad();
+        for fused in [true, false] {
+            let path = if fused { "fused" } else { "plain" };
+            group.bench_function(format!("{name}/{path}/flex"), |b| {
+                b.iter(|| {
+                    let out = if fused {
+                        flex_attention::attention(qkv.clone(), heads, &dropout)
+                            .unwrap_or_else(|_| panic!("flex runs the fused kernel"))
+                    } else {
+                        plain_causal_attention(qkv.clone(), heads, &dropout, None)
+                    };
+                    out.sum().backward()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn backends(c: &mut Criterion) {
     let run = transformer();
     let config = run.model.resolve(VOCAB).expect("transformer.ron is valid");
@@ -137,5 +178,5 @@ fn backends(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, backends, generation);
+criterion_group!(benches, backends, attention, generation);
 criterion_main!(benches);

@@ -62,6 +62,9 @@ struct BenchArgs {
     /// Override the config's batch size.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Run attention as plain tensor ops instead of the fused CPU kernel (flex), to compare.
+    #[arg(long)]
+    plain_kernels: bool,
     /// Vocabulary size of the model (Tiny Shakespeare has 65 characters).
     #[arg(long, default_value_t = 65)]
     vocab_size: usize,
@@ -442,6 +445,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         .resolve(args.vocab_size)
         .with_context(|| format!("{}", args.config.display()))?;
     let batch_size = args.batch_size.unwrap_or(config.training.batch_size);
+    tinygpt_model::set_cpu_kernels(!args.plain_kernels);
     let timing = dispatch(
         args.backend,
         BenchTask {
