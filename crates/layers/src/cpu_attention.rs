@@ -9,6 +9,7 @@
 //! and reads the queries, keys and values where the projection left them, through strides.
 //! [`crate::flex_attention`] plugs it into Burn; this file knows nothing of Burn.
 
+use crate::cpu_math;
 use rayon::prelude::*;
 
 /// The sizes of one attention call.
@@ -228,13 +229,8 @@ pub fn backward(
 fn softmax_causal(scores: &mut [f32], t: usize) {
     for (query, row) in scores.chunks_mut(t).enumerate() {
         let (seen, future) = row.split_at_mut(query + 1);
-        let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for score in seen.iter_mut() {
-            *score = (*score - max).exp();
-            sum += *score;
-        }
-        let inverse = 1.0 / sum;
+        let max = cpu_math::max(seen);
+        let inverse = 1.0 / cpu_math::exp_shifted_sum(seen, max);
         seen.iter_mut().for_each(|p| *p *= inverse);
         future.fill(0.0);
     }
@@ -247,7 +243,7 @@ fn softmax_causal_backward(probs: &[f32], grad: &mut [f32], t: usize) {
         let p = &probs[query * t..=query * t + query];
         let row = &mut grad[query * t..(query + 1) * t];
         let (seen, future) = row.split_at_mut(query + 1);
-        let dot: f32 = p.iter().zip(seen.iter()).map(|(p, g)| p * g).sum();
+        let dot = cpu_math::dot(p, seen);
         for (g, p) in seen.iter_mut().zip(p) {
             *g = p * (*g - dot);
         }

@@ -2,36 +2,20 @@
 //! `Flex`, forward plus a hand-written backward step on `Autodiff<Flex>`.
 //!
 //! The model code stays generic over the backend: [`attention`] checks at run time whether the
-//! backend is one of these two and hands the tensor back untouched otherwise, so every other
-//! backend runs the plain tensor-op formulation. Tests hold the two paths to the same values and
-//! gradients.
+//! backend is one of these two (see [`crate::flex`]) and hands the tensor back untouched
+//! otherwise, so every other backend runs the plain tensor-op formulation. Tests hold the two
+//! paths to the same values and gradients.
 
 use crate::cpu_attention::{self, AttentionDims, WeightDropout};
+use crate::flex::{cast, flex_kernel_backend, FlexAutodiff, FlexKind};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::nn::Dropout;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
-use std::any::{Any, TypeId};
-use std::sync::atomic::{AtomicBool, Ordering};
-
-type FlexAutodiff = Autodiff<Flex>;
-
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the fused CPU kernels on or off for the whole process (on by default): benchmarks
-/// compare the two paths in one run with it.
-pub fn set_cpu_kernels(enabled: bool) {
-    ENABLED.store(enabled, Ordering::Relaxed);
-}
-
-/// Whether the fused CPU kernels are on.
-pub fn cpu_kernels() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
 
 /// Causal self-attention of `qkv` (`[batch, time, 3 * heads * head_size]`) through the fused
 /// kernel when the backend is flex, else `Err(qkv)` for the caller's plain path.
@@ -40,12 +24,9 @@ pub fn attention<B: Backend>(
     heads: usize,
     dropout: &Dropout,
 ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
-    let backend = TypeId::of::<B>();
-    if !cpu_kernels()
-        || !(backend == TypeId::of::<Flex>() || backend == TypeId::of::<FlexAutodiff>())
-    {
+    let Some(kind) = flex_kernel_backend::<B>() else {
         return Err(qkv);
-    }
+    };
     let [batch, time, width3] = qkv.dims();
     if qkv.dtype() != DType::F32 || width3 % (3 * heads) != 0 || time == 0 {
         return Err(qkv);
@@ -56,7 +37,7 @@ pub fn attention<B: Backend>(
         heads,
         head_size: width3 / (3 * heads),
     };
-    if backend == TypeId::of::<Flex>() {
+    if kind == FlexKind::Inference {
         let qkv = cast::<_, Tensor<Flex, 3>>(qkv);
         let out = forward(&flex_primitive(qkv), dims, None, false).0;
         return Ok(cast(Tensor::<Flex, 3>::from_primitive(
@@ -71,14 +52,6 @@ pub fn attention<B: Backend>(
         keep: 1.0 - dropout.prob,
     });
     Ok(cast(train_forward(qkv, dims, dropout)))
-}
-
-/// Moves a value between two names of the same type (checked by the caller's `TypeId`).
-fn cast<T: 'static, U: 'static>(value: T) -> U {
-    let boxed: Box<dyn Any> = Box::new(value);
-    *boxed
-        .downcast::<U>()
-        .unwrap_or_else(|_| unreachable!("the caller compared the TypeIds"))
 }
 
 fn flex_primitive(tensor: Tensor<Flex, 3>) -> FlexTensor {

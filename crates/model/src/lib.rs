@@ -4,11 +4,12 @@
 //! embedding as wide as the vocabulary.
 
 mod config;
+mod flex_loss;
 mod model;
 mod sampling;
 
 pub use config::{ModelConfig, ModelError, ModelSpec, ResolvedLayer};
-pub use model::{cross_entropy, GenerationCache, LanguageModel, LayerSummary};
+pub use model::{cross_entropy, plain_cross_entropy, GenerationCache, LanguageModel, LayerSummary};
 pub use sampling::{Sampler, Sampling};
-pub use tinygpt_layers::flex_attention::{cpu_kernels, set_cpu_kernels};
+pub use tinygpt_layers::flex::{cpu_kernels, set_cpu_kernels};
 pub use tinygpt_layers::{LayerSpec, WeightInit, REGISTERED_LAYERS};

@@ -274,13 +274,29 @@ fn last_position<B: Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
 /// gradient contributions in an order that varies between runs, and float addition is not
 /// associative, so Burn's `log_softmax` made training on ndarray irreproducible. Shifting by the
 /// detached row maximum is exact: the loss does not depend on the shift.
+///
+/// On flex this runs as one fused kernel ([`crate::flex_loss`]), [`plain_cross_entropy`]
+/// everywhere else.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [batch, time, vocab] = logits.dims();
     let logits = logits.reshape([batch * time, vocab]);
+    match crate::flex_loss::cross_entropy(logits, targets.reshape([batch * time])) {
+        Ok(loss) => loss,
+        Err((logits, targets)) => plain_cross_entropy(logits, targets),
+    }
+}
+
+/// [`cross_entropy`] as tensor ops over `[rows, vocab]` logits and `[rows]` targets, on every
+/// backend.
+pub fn plain_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let [rows, _] = logits.dims();
     let shift = logits.clone().detach().max_dim(1);
     let shifted = logits - shift;
     let log_sum_exp = shifted.clone().exp().sum_dim(1).log();
-    let picked = shifted.gather(1, targets.reshape([batch * time, 1]));
+    let picked = shifted.gather(1, targets.reshape([rows, 1]));
     (log_sum_exp - picked).mean()
 }
 
