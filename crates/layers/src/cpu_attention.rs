@@ -129,7 +129,7 @@ pub fn forward(
             // SAFETY: every view stays inside qkv, probs and out (HeadView's offsets), and this
             // task's output columns are written by no other task.
             unsafe { matmul(square(probs, t), view.q(qkv), view.k(qkv).t(), dims.scale()) };
-            softmax_causal(probs, t);
+            cpu_math::softmax_rows(probs, t, true, &mut []);
             let applied: &mut [f32] = match dropout {
                 None => probs,
                 Some(dropout) => {
@@ -204,7 +204,7 @@ pub fn backward(
                     }
                 }
             }
-            softmax_causal_backward(probs, grad_scores, t);
+            cpu_math::softmax_backward_rows(probs, grad_scores, t, true);
             let grad_scores = square(grad_scores, t);
             unsafe {
                 matmul(
@@ -223,32 +223,6 @@ pub fn backward(
         },
     );
     grad_qkv
-}
-
-/// Row-wise softmax of the lower triangle of a `t x t` matrix, in place; zeros above it.
-fn softmax_causal(scores: &mut [f32], t: usize) {
-    for (query, row) in scores.chunks_mut(t).enumerate() {
-        let (seen, future) = row.split_at_mut(query + 1);
-        let max = cpu_math::max(seen);
-        let inverse = 1.0 / cpu_math::exp_shifted_sum(seen, max);
-        seen.iter_mut().for_each(|p| *p *= inverse);
-        future.fill(0.0);
-    }
-}
-
-/// Turns d(weights) into d(scores) in place: `p * (dp - sum_j p_j dp_j)` per row; zero above
-/// the diagonal, where the mask cut the scores off.
-fn softmax_causal_backward(probs: &[f32], grad: &mut [f32], t: usize) {
-    for query in 0..t {
-        let p = &probs[query * t..=query * t + query];
-        let row = &mut grad[query * t..(query + 1) * t];
-        let (seen, future) = row.split_at_mut(query + 1);
-        let dot = cpu_math::dot(p, seen);
-        for (g, p) in seen.iter_mut().zip(p) {
-            *g = p * (*g - dot);
-        }
-        future.fill(0.0);
-    }
 }
 
 /// `dropped = probs * mask` over the lower triangle of one head's weights.

@@ -37,55 +37,108 @@ macro_rules! dispatched {
 }
 
 dispatched! {
-    /// The largest value (`-inf` for none).
-    pub fn max(values: &[f32]) -> f32 {
-        let mut lanes = [f32::NEG_INFINITY; LANES];
-        let chunks = values.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for chunk in chunks {
-            for (lane, &v) in lanes.iter_mut().zip(chunk) {
-                *lane = lane.max(v);
+    /// Softmax of each `row_len`-long row of `values`, in place. With `causal`, `values` is a
+    /// square matrix and row `i` covers only its first `i + 1` entries (the rest are set to 0).
+    /// `log_sum_exp`, unless empty, receives each row's `max + ln(sum(e^(x - max)))`.
+    pub fn softmax_rows(values: &mut [f32], row_len: usize, causal: bool, log_sum_exp: &mut [f32]) -> () {
+        for (index, row) in values.chunks_mut(row_len).enumerate() {
+            let seen_len = if causal { index % row_len + 1 } else { row_len };
+            let (seen, future) = row.split_at_mut(seen_len);
+            let max = row_max(seen);
+            let sum = row_exp_shifted_sum(seen, max);
+            let inverse = 1.0 / sum;
+            for p in seen.iter_mut() {
+                *p *= inverse;
+            }
+            future.fill(0.0);
+            if let Some(lse) = log_sum_exp.get_mut(index) {
+                *lse = max + sum.ln();
             }
         }
-        rest.iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max)
     }
 }
 
 dispatched! {
-    /// Replaces each value `x` by `e^(x - shift)` and returns their sum.
-    pub fn exp_shifted_sum(values: &mut [f32], shift: f32) -> f32 {
-        let mut lanes = [0.0f32; LANES];
-        let mut chunks = values.chunks_exact_mut(LANES);
-        for chunk in &mut chunks {
-            for (lane, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
-                *v = exp(*v - shift);
-                *lane += *v;
+    /// The softmax backward pass, in place: each row of `grad` (d loss / d softmax) becomes
+    /// `p * (g - sum_j p_j g_j)` (d loss / d input), with `probs` the softmax rows. `causal` as
+    /// in [`softmax_rows`].
+    pub fn softmax_backward_rows(probs: &[f32], grad: &mut [f32], row_len: usize, causal: bool) -> () {
+        for (index, (p, g)) in probs.chunks(row_len).zip(grad.chunks_mut(row_len)).enumerate() {
+            let seen_len = if causal { index % row_len + 1 } else { row_len };
+            let (p, (seen, future)) = (&p[..seen_len], g.split_at_mut(seen_len));
+            let dot = row_dot(p, seen);
+            for (g, p) in seen.iter_mut().zip(p) {
+                *g = p * (*g - dot);
             }
+            future.fill(0.0);
         }
-        let mut rest = 0.0;
-        for v in chunks.into_remainder() {
+    }
+}
+
+/// Sums 16 lanes pairwise, so the additions vectorise.
+#[inline(always)]
+fn lane_sum(mut lanes: [f32; LANES]) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+#[inline(always)]
+fn row_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    rest.iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Replaces each value `x` by `e^(x - shift)` and returns their sum.
+#[inline(always)]
+fn row_exp_shifted_sum(values: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = values.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
             *v = exp(*v - shift);
-            rest += *v;
+            *lane += *v;
         }
-        lanes.iter().sum::<f32>() + rest
     }
+    let mut rest = 0.0;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - shift);
+        rest += *v;
+    }
+    lane_sum(lanes) + rest
 }
 
-dispatched! {
-    /// `sum(a[i] * b[i])` over the shorter length.
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let len = a.len().min(b.len());
-        let (a, b) = (&a[..len], &b[..len]);
-        let mut lanes = [0.0f32; LANES];
-        let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let rest: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
-        for (ca, cb) in a_chunks.zip(b_chunks) {
-            for ((lane, x), y) in lanes.iter_mut().zip(ca).zip(cb) {
-                *lane += x * y;
-            }
+#[inline(always)]
+fn row_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in a_chunks.zip(b_chunks) {
+        for ((lane, x), y) in lanes.iter_mut().zip(ca).zip(cb) {
+            *lane += x * y;
         }
-        lanes.iter().sum::<f32>() + rest
     }
+    lane_sum(lanes) + rest
 }
 
 /// `e^x` in f32, within 2 ulp of the true value for `x` in `[-87, 88]`; 0 below, as the
@@ -100,7 +153,17 @@ pub fn exp(x: f32) -> f32 {
     // Adding and removing 1.5 * 2^23 rounds to the nearest integer without a rounding call.
     const ROUND: f32 = 12_582_912.0;
     let clamped = x.clamp(-87.0, 88.0);
-    let n = (clamped * LOG2_E + ROUND) - ROUND;
+    let rounded = clamped * LOG2_E + ROUND;
+    let n = rounded - ROUND;
+    // `rounded`'s low mantissa bits hold n as an integer: 2^n's exponent bits come from integer
+    // ops, which vectorise (a float-to-int cast does not, as Rust saturates it).
+    let two_n = f32::from_bits(
+        rounded
+            .to_bits()
+            .wrapping_sub(ROUND.to_bits())
+            .wrapping_add(127)
+            << 23,
+    );
     let r = clamped - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -109,7 +172,6 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
     if x < -87.0 {
         0.0
     } else {
@@ -121,26 +183,51 @@ pub fn exp(x: f32) -> f32 {
 mod tests {
     use super::*;
 
+    /// Softmax and its backward pass in f64, over the first `seen` entries of a row.
+    fn reference(row: &[f32], grad: &[f32], seen: usize) -> (Vec<f64>, Vec<f64>, f64) {
+        let max = row[..seen]
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        let exps: Vec<f64> = row[..seen]
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .collect();
+        let sum: f64 = exps.iter().sum();
+        let p: Vec<f64> = exps.iter().map(|e| e / sum).collect();
+        let dot: f64 = p.iter().zip(grad).map(|(p, &g)| p * g as f64).sum();
+        let d: Vec<f64> = p
+            .iter()
+            .zip(grad)
+            .map(|(p, &g)| p * (g as f64 - dot))
+            .collect();
+        (p, d, max + sum.ln())
+    }
+
     #[test]
-    fn row_functions_match_plain_loops() {
-        for len in [0, 1, 5, 16, 17, 65, 100] {
-            let values: Vec<f32> = (0..len)
+    fn softmax_rows_match_the_formula() {
+        for (row_len, causal) in [(1, false), (5, false), (16, false), (65, false), (33, true)] {
+            let rows = if causal { row_len } else { 3 };
+            let values: Vec<f32> = (0..rows * row_len)
                 .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
                 .collect();
-            let other: Vec<f32> = (0..len).map(|i| (i % 5) as f32 - 2.0).collect();
-            assert_eq!(
-                max(&values),
-                values.iter().copied().fold(f32::NEG_INFINITY, f32::max)
-            );
-            let expected_dot: f64 = values.iter().zip(&other).map(|(a, b)| (a * b) as f64).sum();
-            assert!((dot(&values, &other) as f64 - expected_dot).abs() < 1e-3);
-            let mut exps = values.clone();
-            let sum = exp_shifted_sum(&mut exps, 1.5);
-            for (e, v) in exps.iter().zip(&values) {
-                assert_eq!(*e, exp(v - 1.5));
+            let grads: Vec<f32> = (0..rows * row_len).map(|i| (i % 5) as f32 - 2.0).collect();
+            let mut probs = values.clone();
+            let mut lse = vec![0.0; rows];
+            softmax_rows(&mut probs, row_len, causal, &mut lse);
+            let mut d = grads.clone();
+            softmax_backward_rows(&probs, &mut d, row_len, causal);
+            for (r, &row_lse) in lse.iter().enumerate() {
+                let seen = if causal { r + 1 } else { row_len };
+                let range = r * row_len..(r + 1) * row_len;
+                let (p, dx, expected_lse) =
+                    reference(&values[range.clone()], &grads[range.clone()], seen);
+                for c in 0..row_len {
+                    let (want_p, want_d) = if c < seen { (p[c], dx[c]) } else { (0.0, 0.0) };
+                    assert!((probs[range.start + c] as f64 - want_p).abs() < 1e-6);
+                    assert!((d[range.start + c] as f64 - want_d).abs() < 1e-5);
+                }
+                assert!((row_lse as f64 - expected_lse).abs() < 1e-5);
             }
-            let expected: f64 = values.iter().map(|v| ((v - 1.5) as f64).exp()).sum();
-            assert!((sum as f64 - expected).abs() <= 1e-5 * expected.max(1.0));
         }
     }
 

@@ -98,21 +98,16 @@ fn forward(
     let logits = logits
         .as_slice::<f32>()
         .expect("a contiguous f32 tensor has a slice");
-    let mut probs = vec![0.0f32; shape.rows * shape.vocab];
-    let mut total = 0.0f64;
-    for ((row, probs), &target) in logits
+    let mut probs = logits.to_vec();
+    let mut log_sum_exp = vec![0.0f32; shape.rows];
+    cpu_math::softmax_rows(&mut probs, shape.vocab, false, &mut log_sum_exp);
+    // -log softmax(x)[target] = log_sum_exp - x[target]
+    let total: f64 = logits
         .chunks(shape.vocab)
-        .zip(probs.chunks_mut(shape.vocab))
+        .zip(&log_sum_exp)
         .zip(targets)
-    {
-        let max = cpu_math::max(row);
-        probs.copy_from_slice(row);
-        let sum = cpu_math::exp_shifted_sum(probs, max);
-        // -log softmax(x)[target] = log(sum) - (x[target] - max)
-        total += (sum.ln() - (row[target] - max)) as f64;
-        let inverse = 1.0 / sum;
-        probs.iter_mut().for_each(|p| *p *= inverse);
-    }
+        .map(|((row, lse), &target)| (lse - row[target]) as f64)
+        .sum();
     let loss = FlexTensor::from_data(TensorData::new(
         vec![(total / shape.rows as f64) as f32],
         [1],
