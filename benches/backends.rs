@@ -85,6 +85,7 @@ impl BackendTask for Bench<'_> {
 /// 255 new tokens after a 1-token prompt fill a 256-position window: the cache's best case that
 /// still never slides.
 fn generation(c: &mut Criterion) {
+    tinygpt::keep_freed_memory();
     use std::ops::ControlFlow;
     use tinygpt_model::{Sampler, Sampling};
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/nanogpt_cpu.ron");
@@ -123,6 +124,7 @@ fn generation(c: &mut Criterion) {
 /// Forward + backward of causal self-attention from a `[batch, time, 3 * width]` projection, at
 /// transformer.ron's and nanogpt_cpu.ron's sizes: the fused flex kernel against plain tensor ops.
 fn attention(c: &mut Criterion) {
+    tinygpt::keep_freed_memory();
     use burn::nn::DropoutConfig;
     use tinygpt_layers::attention::plain_causal_attention;
     use tinygpt_layers::flex_attention;
@@ -159,6 +161,7 @@ fn attention(c: &mut Criterion) {
 }
 
 fn backends(c: &mut Criterion) {
+    tinygpt::keep_freed_memory();
     let run = transformer();
     let config = run.model.resolve(VOCAB).expect("transformer.ron is valid");
     for kind in BackendKind::ALL {

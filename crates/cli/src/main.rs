@@ -131,6 +131,7 @@ struct GenerateArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    tinygpt::keep_freed_memory();
     let cli = Cli::parse();
     // The CPU backends and the fused kernels split work with rayon. From a thread outside rayon's
     // pool, each parallel op is handed to the pool while this thread sleeps until it is done,
