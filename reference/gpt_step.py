@@ -110,6 +110,9 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--bigram", action="store_true", help="time bigram.ron's model instead")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (warm-up steps compile it)"
+    )
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -120,6 +123,8 @@ def main():
     else:
         model = GPT(a.vocab, a.n_embd, a.n_head, a.n_layer, a.block_size, a.dropout).to(device)
     params = sum(p.numel() for p in model.parameters())
+    if a.compile:
+        model = torch.compile(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(a.vocab, (a.batch_size, a.block_size), device=device)
     y = torch.randint(a.vocab, (a.batch_size, a.block_size), device=device)
@@ -148,7 +153,8 @@ def main():
     print(
         json.dumps(
             {
-                "framework": f"pytorch {torch.__version__} eager",
+                "framework": f"pytorch {torch.__version__} "
+                + ("torch.compile" if a.compile else "eager"),
                 "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                 "dtype": a.dtype,
                 "parameters": params,

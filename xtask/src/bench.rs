@@ -1,5 +1,6 @@
-//! `cargo xtask bench [--vs-pytorch]`: median training-step time of each config on each backend,
-//! as one table; with `--vs-pytorch`, PyTorch eager on the same shapes, interleaved, and ratios.
+//! `cargo xtask bench [--vs-pytorch [--no-compile]]`: median training-step time of each config on
+//! each backend, as one table; with `--vs-pytorch`, PyTorch eager and `torch.compile` on the same
+//! shapes, interleaved with ours, and ratios.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -40,6 +41,7 @@ struct Shape {
 pub struct BenchArgs {
     backends: Vec<String>,
     vs_pytorch: bool,
+    compile: bool,
     python: String,
     threads: usize,
     configs: Vec<String>,
@@ -50,6 +52,7 @@ impl BenchArgs {
         let mut parsed = BenchArgs {
             backends: vec!["ndarray".into(), "flex".into()],
             vs_pytorch: false,
+            compile: true,
             python: std::env::var("TINYGPT_PYTHON").unwrap_or_else(|_| "python3".into()),
             threads: 2,
             configs: CONFIGS.iter().map(|(c, _)| c.to_string()).collect(),
@@ -60,6 +63,7 @@ impl BenchArgs {
                 |name: &str| iter.next().with_context(|| format!("{name} needs a value"));
             match arg.as_str() {
                 "--vs-pytorch" => parsed.vs_pytorch = true,
+                "--no-compile" => parsed.compile = false,
                 "--backends" => {
                     parsed.backends = value("--backends")?
                         .split(',')
@@ -72,8 +76,8 @@ impl BenchArgs {
                 "--python" => parsed.python = value("--python")?,
                 "--threads" => parsed.threads = value("--threads")?.parse()?,
                 other => bail!(
-                    "unknown bench option {other:?}: use --vs-pytorch, --backends a,b, \
-                     --configs a,b, --python PATH, --threads N"
+                    "unknown bench option {other:?}: use --vs-pytorch, --no-compile, \
+                     --backends a,b, --configs a,b, --python PATH, --threads N"
                 ),
             }
         }
@@ -104,7 +108,14 @@ fn run_json(command: &mut Command) -> Result<Timing> {
     serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
 }
 
-fn pytorch(args: &BenchArgs, root: &Path, ours: &Timing, steps: usize) -> Result<Timing> {
+/// PyTorch's step on `ours`'s shapes: eager, or `torch.compile`d (its warm-up steps compile).
+fn pytorch(
+    args: &BenchArgs,
+    root: &Path,
+    ours: &Timing,
+    steps: usize,
+    compile: bool,
+) -> Result<Timing> {
     let shape = ours
         .shape
         .clone()
@@ -126,6 +137,9 @@ fn pytorch(args: &BenchArgs, root: &Path, ours: &Timing, steps: usize) -> Result
             .args(["--n-layer", &shape.blocks.to_string()])
             .args(["--dropout", &shape.dropout.to_string()]);
     }
+    if compile {
+        command.arg("--compile");
+    }
     run_json(&mut command)
 }
 
@@ -135,7 +149,8 @@ pub fn run(root: &Path, binary: &Path, args: BenchArgs) -> Result<()> {
         let steps = steps_for(config);
         let path = root.join("configs").join(format!("{config}.ron"));
         let mut torch = None;
-        for backend in &args.backends {
+        let mut compiled = None;
+        for (i, backend) in args.backends.iter().enumerate() {
             eprintln!("bench: {config} on {backend} ({steps} steps)");
             let ours = run_json(
                 Command::new(binary)
@@ -148,33 +163,44 @@ pub fn run(root: &Path, binary: &Path, args: BenchArgs) -> Result<()> {
             // PyTorch runs right after our first backend, so both see the same machine state.
             if args.vs_pytorch && torch.is_none() {
                 eprintln!("bench: {config} on PyTorch eager");
-                torch = Some(pytorch(&args, root, &ours, steps)?);
+                torch = Some(pytorch(&args, root, &ours, steps, false)?);
+            }
+            // torch.compile after the last of ours, so the two PyTorch runs bracket them.
+            if args.vs_pytorch && args.compile && i + 1 == args.backends.len() {
+                eprintln!("bench: {config} on PyTorch torch.compile");
+                compiled = Some(pytorch(&args, root, &ours, steps, true)?);
             }
             rows.push((config.clone(), backend.clone(), ours));
         }
         if let Some(t) = torch {
             rows.push((config.clone(), "pytorch".into(), t));
         }
+        if let Some(t) = compiled {
+            rows.push((config.clone(), "pytorch-compile".into(), t));
+        }
     }
     let mut table = String::from(
-        "| config | backend | median ms/step | tokens/s | GFLOP/s | vs PyTorch |\n|---|---|---:|---:|---:|---:|\n",
+        "| config | backend | median ms/step | tokens/s | GFLOP/s | vs PyTorch eager | vs torch.compile |\n|---|---|---:|---:|---:|---:|---:|\n",
     );
     for (config, backend, t) in &rows {
-        let reference = rows
-            .iter()
-            .find(|(c, b, _)| c == config && b == "pytorch")
-            .map(|(_, _, r)| r.median_ms);
-        let ratio = match reference {
-            Some(r) if backend != "pytorch" => format!("{:.2}×", r / t.median_ms),
-            _ => String::new(),
+        let ratio_to = |reference: &str| {
+            let theirs = rows
+                .iter()
+                .find(|(c, b, _)| c == config && b == reference)
+                .map(|(_, _, r)| r.median_ms);
+            match theirs {
+                Some(r) if !backend.starts_with("pytorch") => format!("{:.2}×", r / t.median_ms),
+                _ => String::new(),
+            }
         };
+        let (eager, compiled) = (ratio_to("pytorch"), ratio_to("pytorch-compile"));
         let gflops = if t.gflops > 0.0 {
             format!("{:.1}", t.gflops)
         } else {
             String::new()
         };
         table.push_str(&format!(
-            "| {config} | {backend} | {:.3} | {:.0} | {gflops} | {ratio} |\n",
+            "| {config} | {backend} | {:.3} | {:.0} | {gflops} | {eager} | {compiled} |\n",
             t.median_ms, t.tokens_per_sec
         ));
     }

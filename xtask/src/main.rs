@@ -4,7 +4,8 @@
 //! - `generate RUN_DIR [ARGS...]`: build in release mode and generate (`tinygpt generate`).
 //! - `ladder [--backend B] [--configs a,b] [--seeds S1,S2] [--max-iters N]`: train every stage and
 //!   write a Markdown table and a PNG chart of the validation losses (`runs/ladder-B/`).
-//! - `bench [--vs-pytorch]`: median training step per config and backend (and PyTorch's).
+//! - `bench [--vs-pytorch [--no-compile]]`: median training step per config and backend (and
+//!   PyTorch eager and torch.compile).
 //! - `gpu-check`: build the CUDA binaries, tests and a script for a GPU machine (`.gpu-check/`).
 //! - `ci`: format check, clippy with warnings as errors, the test suite, `cargo check --features cuda`.
 //!
@@ -26,7 +27,8 @@ tasks:
   generate RUN_DIR [--features cuda] [tinygpt generate options]
   ladder [--backend B] [--configs a,b,c] [--seeds S1,S2] [--max-iters N] [--out DIR]
                                                            train every stage: table + chart
-  bench [--vs-pytorch] [--backends a,b] [--configs a,b]    training-step table (and PyTorch ratios)
+  bench [--vs-pytorch [--no-compile]] [--backends a,b] [--configs a,b]
+                                                          training-step table (and PyTorch ratios)
   gpu-check                                                build CUDA binaries + script into .gpu-check/
   ci                                                       fmt, clippy, tests, cuda check";
 
