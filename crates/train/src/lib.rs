@@ -1,6 +1,7 @@
 //! Training and inference around a config: prepare the data and model ([`prepare`]), train on
 //! any backend ([`trainer`]), checkpoint ([`checkpoint`]) and load runs back for generation.
 
+pub mod adamw;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

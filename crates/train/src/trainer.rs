@@ -1,6 +1,7 @@
 //! The training loop: the tutorial's AdamW loop with periodic loss estimates, metrics,
 //! checkpoints and a final sample.
 
+use crate::adamw::FusedAdamW;
 use crate::checkpoint::{
     prune_step_checkpoints, step_checkpoint_path, write_atomic, Checkpoint, CheckpointMeta,
     BEST_CHECKPOINT, CHECKPOINT_DIR,
@@ -8,7 +9,7 @@ use crate::checkpoint::{
 use crate::metrics::{MetricsRow, MetricsWriter};
 use crate::{grads, BackendKind, Prepared, RunConfig, TrainError};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
@@ -462,17 +463,16 @@ pub fn adamw<B: AutodiffBackend>(
     t: &crate::TrainingSpec,
 ) -> impl Optimizer<LanguageModel<B>, B, Record = OptimizerRecord<B>> {
     let o = &t.optimizer;
-    AdamWConfig::new()
-        .with_beta_1(o.beta1 as f32)
-        .with_beta_2(o.beta2 as f32)
-        .with_epsilon(o.eps as f32)
-        // Decay is applied by `grads::apply_weight_decay`, which can spare rank-1 parameters.
-        .with_weight_decay(0.0)
-        .init::<B, LanguageModel<B>>()
+    // Decay is applied by `grads::apply_weight_decay`, which can spare rank-1 parameters.
+    burn::optim::adaptor::OptimizerAdaptor::from(FusedAdamW::new(
+        o.beta1 as f32,
+        o.beta2 as f32,
+        o.eps as f32,
+    ))
 }
 
 pub type OptimizerRecord<B> = <burn::optim::adaptor::OptimizerAdaptor<
-    burn::optim::AdamW,
+    FusedAdamW,
     LanguageModel<B>,
     B,
 > as Optimizer<LanguageModel<B>, B>>::Record;
