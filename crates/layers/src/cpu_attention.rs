@@ -115,7 +115,8 @@ pub fn forward(
     let mut weights = keep_weights.then(|| vec![0.0f32; dims.weights_len()]);
     let out_ptr = SharedMut(out.as_mut_ptr());
     let weights_ptr = weights.as_mut().map(|w| SharedMut(w.as_mut_ptr()));
-    (0..dims.batch * dims.heads).into_par_iter().for_each_init(
+    for_each_head(
+        dims,
         || (vec![0.0f32; t * t], vec![0.0f32; t * t], vec![0.0f32; t]),
         |(scratch, dropped, mask_row), task| {
             let probs: &mut [f32] = match &weights_ptr {
@@ -173,7 +174,8 @@ pub fn backward(
     let t = dims.time;
     let mut grad_qkv = vec![0.0f32; dims.qkv_len()];
     let grad_ptr = SharedMut(grad_qkv.as_mut_ptr());
-    (0..dims.batch * dims.heads).into_par_iter().for_each_init(
+    for_each_head(
+        dims,
         || (vec![0.0f32; t * t], vec![0.0f32; t * t], vec![0.0f32; t]),
         |(grad_scores, dropped, mask_row), task| {
             let probs = &weights[task * t * t..(task + 1) * t * t];
@@ -241,6 +243,28 @@ fn apply_dropout(
             dropped[row + key] = probs[row + key] * mask_row[key];
         }
         dropped[row + query + 1..row + t].fill(0.0);
+    }
+}
+
+/// Below this many multiply-adds per matmul over all heads, the heads run on one thread: handing
+/// tiny tasks to other threads costs more than it saves (transformer.ron: 65K, nanogpt_cpu: 6.3M).
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// Runs `task` for every (batch, head) pair, each thread with its own `scratch()`: in parallel
+/// when there is enough work to share.
+fn for_each_head<S>(
+    dims: AttentionDims,
+    scratch: impl Fn() -> S + Send + Sync,
+    task: impl Fn(&mut S, usize) + Send + Sync,
+) {
+    let tasks = dims.batch * dims.heads;
+    if tasks * dims.time * dims.time * dims.head_size < PARALLEL_MIN_WORK {
+        let mut scratch = scratch();
+        (0..tasks).for_each(|i| task(&mut scratch, i));
+    } else {
+        (0..tasks)
+            .into_par_iter()
+            .for_each_init(scratch, |scratch, i| task(scratch, i));
     }
 }
 
