@@ -2,6 +2,7 @@
 
 use crate::attention::KvCache;
 use crate::dropout::dropout;
+use crate::linear::per_position;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -100,9 +101,9 @@ impl<B: Backend> FeedForward<B> {
 
     /// `[batch, time, d_input]` -> `[batch, time, d_output]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.activation.forward(self.hidden.forward(x));
+        let h = self.activation.forward(per_position(&self.hidden, x));
         let h = match &self.projection {
-            Some(projection) => projection.forward(h),
+            Some(projection) => per_position(projection, h),
             None => h,
         };
         dropout(&self.dropout, h)

@@ -1,6 +1,7 @@
 //! `Head`: one head of causal self-attention, the tutorial's first attention layer.
 
 use crate::attention::{fused_causal_attention, KvCache};
+use crate::linear::per_position;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -65,12 +66,12 @@ pub struct Head<B: Backend> {
 impl<B: Backend> Head<B> {
     /// `[batch, time, d_input]` -> `[batch, time, head_size]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        fused_causal_attention(self.qkv.forward(x), 1, &self.dropout, None)
+        fused_causal_attention(per_position(&self.qkv, x), 1, &self.dropout, None)
     }
 
     /// [`Head::forward`] for the newest positions only, keys and values of earlier ones cached.
     pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut Option<KvCache<B>>) -> Tensor<B, 3> {
-        fused_causal_attention(self.qkv.forward(x), 1, &self.dropout, Some(cache))
+        fused_causal_attention(per_position(&self.qkv, x), 1, &self.dropout, Some(cache))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod flex_attention;
 pub mod head;
 pub mod init;
 pub mod layernorm;
+pub mod linear;
 pub mod multihead;
 pub mod registry;
 

@@ -2,6 +2,7 @@
 
 use crate::attention::{fused_causal_attention, KvCache};
 use crate::dropout::dropout;
+use crate::linear::per_position;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
@@ -126,9 +127,14 @@ impl<B: Backend> MultiHeadAttention<B> {
     }
 
     fn attend(&self, x: Tensor<B, 3>, cache: Option<&mut Option<KvCache<B>>>) -> Tensor<B, 3> {
-        let out = fused_causal_attention(self.qkv.forward(x), self.n_head, &self.dropout, cache);
+        let out = fused_causal_attention(
+            per_position(&self.qkv, x),
+            self.n_head,
+            &self.dropout,
+            cache,
+        );
         match &self.projection {
-            Some(projection) => dropout(&self.dropout, projection.forward(out)),
+            Some(projection) => dropout(&self.dropout, per_position(projection, out)),
             None => out,
         }
     }

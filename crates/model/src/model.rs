@@ -61,7 +61,7 @@ impl<B: Backend> LanguageModel<B> {
     /// The lm_head, when there is one; otherwise the last layer's output are the logits.
     fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(lm_head) => lm_head.forward(x),
+            Some(lm_head) => tinygpt_layers::linear::per_position(lm_head, x),
             None => x,
         }
     }
