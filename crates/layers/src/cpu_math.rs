@@ -8,12 +8,14 @@
 
 const LANES: usize = 16;
 
-/// Generates `pub fn $name` that runs `$body` compiled for AVX-512, AVX2 or the baseline,
-/// whichever the CPU supports.
+/// Generates `fn $name` that runs `$body` compiled for AVX-512, AVX2 or the baseline, whichever
+/// the CPU supports. The body must not depend on the instruction set for its results (no
+/// explicit fused multiply-adds), so every CPU computes the same values.
+#[macro_export]
 macro_rules! dispatched {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) -> $ret {
+        $vis fn $name($($arg: $ty),*) -> $ret {
             #[inline(always)]
             fn portable($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]

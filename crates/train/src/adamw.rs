@@ -77,33 +77,32 @@ impl FusedAdamW {
         let len = param.len();
         let (mut new_param, mut new_m, mut new_v) =
             (vec![0.0f32; len], vec![0.0f32; len], vec![0.0f32; len]);
-        // Zipped slices and the branch outside the loops: the loops vectorise.
+        let k = Coefficients {
+            b1,
+            b2,
+            factor_1,
+            factor_2,
+            correction_1,
+            correction_2,
+            lr,
+            epsilon,
+        };
         let update = |range: std::ops::Range<usize>,
                       p_out: &mut [f32],
                       m_out: &mut [f32],
                       v_out: &mut [f32]| {
-            let (param, grad) = (&param[range.clone()], &grad[range.clone()]);
-            let outputs = p_out.iter_mut().zip(m_out.iter_mut()).zip(v_out.iter_mut());
-            let step = |p: f32, m: f32, v: f32| {
-                p - ((m / correction_1) / ((v / correction_2).sqrt() + epsilon)) * lr
-            };
-            match &moments {
-                Some((m, v)) => {
-                    let inputs = param.iter().zip(grad).zip(&m[range.clone()]).zip(&v[range]);
-                    for (((p_out, m_out), v_out), (((&p, &g), &m), &v)) in outputs.zip(inputs) {
-                        *m_out = m * b1 + g * factor_1;
-                        *v_out = v * b2 + (g * g) * factor_2;
-                        *p_out = step(p, *m_out, *v_out);
-                    }
-                }
-                None => {
-                    for (((p_out, m_out), v_out), (&p, &g)) in outputs.zip(param.iter().zip(grad)) {
-                        *m_out = g * factor_1;
-                        *v_out = (g * g) * factor_2;
-                        *p_out = step(p, *m_out, *v_out);
-                    }
-                }
-            }
+            let moments = moments
+                .as_ref()
+                .map(|(m, v)| (&m[range.clone()], &v[range.clone()]));
+            update_slice(
+                &param[range.clone()],
+                &grad[range],
+                moments,
+                p_out,
+                m_out,
+                v_out,
+                k,
+            );
         };
         if len < PARALLEL_MIN {
             update(0..len, &mut new_param, &mut new_m, &mut new_v);
@@ -125,6 +124,55 @@ impl FusedAdamW {
             tensor(new_v),
         ));
         (tensor(new_param), state)
+    }
+}
+
+/// The scalars of one AdamW step.
+#[derive(Debug, Clone, Copy)]
+struct Coefficients {
+    b1: f32,
+    b2: f32,
+    factor_1: f32,
+    factor_2: f32,
+    correction_1: f32,
+    correction_2: f32,
+    lr: f32,
+    epsilon: f32,
+}
+
+tinygpt_layers::dispatched! {
+    /// AdamW on one stretch of a parameter: new moments and the updated values, as Burn computes
+    /// them. Zipped slices and the branch outside the loops, so the loops vectorise.
+    fn update_slice(
+        param: &[f32],
+        grad: &[f32],
+        moments: Option<(&[f32], &[f32])>,
+        p_out: &mut [f32],
+        m_out: &mut [f32],
+        v_out: &mut [f32],
+        k: Coefficients
+    ) -> () {
+        let outputs = p_out.iter_mut().zip(m_out.iter_mut()).zip(v_out.iter_mut());
+        let step = |p: f32, m: f32, v: f32| {
+            p - ((m / k.correction_1) / ((v / k.correction_2).sqrt() + k.epsilon)) * k.lr
+        };
+        match moments {
+            Some((m, v)) => {
+                let inputs = param.iter().zip(grad).zip(m).zip(v);
+                for (((p_out, m_out), v_out), (((&p, &g), &m), &v)) in outputs.zip(inputs) {
+                    *m_out = m * k.b1 + g * k.factor_1;
+                    *v_out = v * k.b2 + (g * g) * k.factor_2;
+                    *p_out = step(p, *m_out, *v_out);
+                }
+            }
+            None => {
+                for (((p_out, m_out), v_out), (&p, &g)) in outputs.zip(param.iter().zip(grad)) {
+                    *m_out = g * k.factor_1;
+                    *v_out = (g * g) * k.factor_2;
+                    *p_out = step(p, *m_out, *v_out);
+                }
+            }
+        }
     }
 }
 
