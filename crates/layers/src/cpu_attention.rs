@@ -60,17 +60,7 @@ impl WeightDropout {
     /// Mask factors (`1 / keep` or 0) of the first `row.len()` weights of row `row_index`
     /// (`(batch * heads + head) * time + query`).
     pub fn fill_row(&self, row_index: usize, row: &mut [f32]) {
-        let threshold = (self.keep * 4_294_967_296.0) as u64;
-        let scale = (1.0 / self.keep) as f32;
-        let mut state = mix(self.seed ^ mix(row_index as u64));
-        for factor in row {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            *factor = if mix(state) >> 32 < threshold {
-                scale
-            } else {
-                0.0
-            };
-        }
+        crate::dropout::fill_mask(self.seed, row_index as u64, self.keep, row);
     }
 
     /// The whole `[batch, heads, time, time]` mask (zeros above the diagonal): for tests and
@@ -84,13 +74,6 @@ impl WeightDropout {
         }
         mask
     }
-}
-
-/// SplitMix64's output function: a bijective 64-bit mix.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The output of [`forward`].
@@ -463,7 +446,10 @@ mod tests {
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
         (0..len)
-            .map(|i| (mix(seed ^ i as u64) >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0)
+            .map(|i| {
+                (crate::dropout::mix(seed ^ i as u64) >> 40) as f32 / (1u64 << 24) as f32 * 4.0
+                    - 2.0
+            })
             .collect()
     }
 

@@ -62,26 +62,34 @@ pub(crate) fn seed_from_backend<B: Backend>(device: &B::Device) -> u64 {
 
 /// `len` mask values: `1 / keep` with probability `keep`, else 0.
 fn host_mask(seed: u64, len: usize, keep: f64) -> Vec<f32> {
-    // Compare the top 32 bits of each draw against keep * 2^32.
-    let threshold = (keep * 4_294_967_296.0) as u64;
-    let scale = (1.0 / keep) as f32;
     let mut mask = vec![0.0f32; len];
     mask.par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(chunk, values)| {
-            let mut state = mix(seed ^ mix(chunk as u64));
-            for value in values {
-                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                if mix(state) >> 32 < threshold {
-                    *value = scale;
-                }
-            }
-        });
+        .for_each(|(chunk, values)| fill_mask(seed, chunk as u64, keep, values));
     mask
 }
 
+/// Fills `values` with mask factors (`1 / keep` with probability `keep`, else 0) from the
+/// counter-based stream `(seed, stream)`: any part of a mask can be drawn, or redrawn, on its
+/// own. Shared by [`dropout`] (a stream per chunk) and the fused attention kernel (a stream per
+/// row of attention weights).
+pub(crate) fn fill_mask(seed: u64, stream: u64, keep: f64, values: &mut [f32]) {
+    // Compare the top 32 bits of each draw against keep * 2^32.
+    let threshold = (keep * 4_294_967_296.0) as u64;
+    let scale = (1.0 / keep) as f32;
+    let mut state = mix(seed ^ mix(stream));
+    for value in values {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        *value = if mix(state) >> 32 < threshold {
+            scale
+        } else {
+            0.0
+        };
+    }
+}
+
 /// SplitMix64's output function: a bijective 64-bit mix.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

@@ -5,8 +5,10 @@
 //! tensors to that concrete type with [`cast`] (a checked downcast, no `unsafe`), and fall back
 //! to plain tensor ops on every other backend and when the kernels are switched off.
 
+use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
+use burn::tensor::TensorData;
 use std::any::{Any, TypeId};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -57,4 +59,17 @@ pub fn cast<T: 'static, U: 'static>(value: T) -> U {
     *boxed
         .downcast::<U>()
         .unwrap_or_else(|_| unreachable!("the caller compared the TypeIds"))
+}
+
+/// The values of a flex tensor that the caller made contiguous (`to_contiguous`, a copy only
+/// when it is not already) and checked to be f32.
+pub fn f32_values(tensor: &FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .expect("a contiguous f32 flex tensor has a slice")
+}
+
+/// A flex tensor of `shape` that takes ownership of `values`.
+pub fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
 }

@@ -7,7 +7,7 @@
 //! paths to the same values and gradients.
 
 use crate::cpu_attention::{self, AttentionDims, WeightDropout};
-use crate::flex::{cast, flex_kernel_backend, FlexAutodiff, FlexKind};
+use crate::flex::{cast, f32_values, flex_kernel_backend, flex_tensor, FlexAutodiff, FlexKind};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -15,7 +15,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::nn::Dropout;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 /// Causal self-attention of `qkv` (`[batch, time, 3 * heads * head_size]`) through the fused
 /// kernel when the backend is flex, else `Err(qkv)` for the caller's plain path.
@@ -39,7 +39,8 @@ pub fn attention<B: Backend>(
     };
     if kind == FlexKind::Inference {
         let qkv = cast::<_, Tensor<Flex, 3>>(qkv);
-        let out = forward(&flex_primitive(qkv), dims, None, false).0;
+        let qkv: FlexTensor = qkv.into_primitive().tensor();
+        let out = forward(&qkv.to_contiguous(), dims, None, false).0;
         return Ok(cast(Tensor::<Flex, 3>::from_primitive(
             TensorPrimitive::Float(out),
         )));
@@ -54,31 +55,19 @@ pub fn attention<B: Backend>(
     Ok(cast(train_forward(qkv, dims, dropout)))
 }
 
-fn flex_primitive(tensor: Tensor<Flex, 3>) -> FlexTensor {
-    tensor.into_primitive().tensor()
-}
-
-/// The kernel's forward pass on a flex tensor; `(output, weights if kept)`.
+/// The kernel's forward pass on a contiguous flex tensor; `(output, weights if kept)`.
 fn forward(
     qkv: &FlexTensor,
     dims: AttentionDims,
     dropout: Option<WeightDropout>,
     keep_weights: bool,
 ) -> (FlexTensor, Option<FlexTensor>) {
-    let qkv = qkv.to_contiguous();
-    let values = qkv
-        .as_slice::<f32>()
-        .expect("a contiguous f32 tensor has a slice");
-    let result = cpu_attention::forward(values, dims, dropout, keep_weights);
-    let out = from_vec(result.out, [dims.batch, dims.time, dims.width()]);
+    let result = cpu_attention::forward(f32_values(qkv), dims, dropout, keep_weights);
+    let out = flex_tensor(result.out, [dims.batch, dims.time, dims.width()]);
     let weights = result
         .weights
-        .map(|w| from_vec(w, [dims.batch, dims.heads, dims.time, dims.time]));
+        .map(|w| flex_tensor(w, [dims.batch, dims.heads, dims.time, dims.time]));
     (out, weights)
-}
-
-fn from_vec<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 fn train_forward(
@@ -105,7 +94,9 @@ fn train_forward(
             };
             prep.finish(state, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&qkv.primitive, dims, dropout, false).0),
+        OpsKind::UnTracked(prep) => {
+            prep.finish(forward(&qkv.primitive.to_contiguous(), dims, dropout, false).0)
+        }
     };
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
@@ -136,21 +127,18 @@ impl Backward<Flex, 1> for FusedAttention {
         let saved = ops.state;
         let grad_out = grad_out.to_contiguous();
         let grad = cpu_attention::backward(
-            contiguous_slice(&saved.qkv),
-            contiguous_slice(&saved.weights),
-            contiguous_slice(&grad_out),
+            f32_values(&saved.qkv),
+            f32_values(&saved.weights),
+            f32_values(&grad_out),
             saved.dims,
             saved.dropout,
         );
         let d = saved.dims;
-        grads.register::<Flex>(parent.id, from_vec(grad, [d.batch, d.time, 3 * d.width()]));
+        grads.register::<Flex>(
+            parent.id,
+            flex_tensor(grad, [d.batch, d.time, 3 * d.width()]),
+        );
     }
-}
-
-fn contiguous_slice(tensor: &FlexTensor) -> &[f32] {
-    tensor
-        .as_slice::<f32>()
-        .expect("saved and incoming tensors are contiguous f32")
 }
 
 #[cfg(test)]
@@ -159,7 +147,7 @@ mod tests {
     use crate::attention::{merge_heads, plain_causal_attention, split_heads};
     use burn::nn::DropoutConfig;
     use burn::tensor::activation::softmax;
-    use burn::tensor::{Bool, Distribution};
+    use burn::tensor::{Bool, Distribution, TensorData};
 
     /// The backend generator is global: tests that seed it take turns.
     static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -14,10 +14,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
 use std::sync::Arc;
 use tinygpt_layers::cpu_math;
-use tinygpt_layers::flex::{cast, flex_kernel_backend, FlexAutodiff, FlexKind};
+use tinygpt_layers::flex::{
+    cast, f32_values, flex_kernel_backend, flex_tensor, FlexAutodiff, FlexKind,
+};
 
 /// Mean cross-entropy of `logits` (`[rows, vocab]`) against `targets` (`[rows]`) through the
 /// kernel when the backend is flex, else the tensors back for the plain path.
@@ -95,9 +97,7 @@ fn forward(
     keep_softmax: bool,
 ) -> (FlexTensor, Option<FlexTensor>) {
     let logits = logits.to_contiguous();
-    let logits = logits
-        .as_slice::<f32>()
-        .expect("a contiguous f32 tensor has a slice");
+    let logits = f32_values(&logits);
     let mut probs = logits.to_vec();
     let mut log_sum_exp = vec![0.0f32; shape.rows];
     cpu_math::softmax_rows(&mut probs, shape.vocab, false, &mut log_sum_exp);
@@ -108,12 +108,8 @@ fn forward(
         .zip(targets)
         .map(|((row, lse), &target)| (lse - row[target]) as f64)
         .sum();
-    let loss = FlexTensor::from_data(TensorData::new(
-        vec![(total / shape.rows as f64) as f32],
-        [1],
-    ));
-    let probs = keep_softmax
-        .then(|| FlexTensor::from_data(TensorData::new(probs, [shape.rows, shape.vocab])));
+    let loss = flex_tensor(vec![(total / shape.rows as f64) as f32], [1]);
+    let probs = keep_softmax.then(|| flex_tensor(probs, [shape.rows, shape.vocab]));
     (loss, probs)
 }
 
@@ -144,16 +140,11 @@ impl Backward<Flex, 1> for FusedCrossEntropy {
             .and_then(|g| g.first().copied())
             .expect("the loss gradient is one f32")
             / shape.rows as f32;
-        let mut grad: Vec<f32> = probs
-            .as_slice::<f32>()
-            .expect("the saved softmax is contiguous f32")
-            .iter()
-            .map(|p| p * scale)
-            .collect();
+        let mut grad: Vec<f32> = f32_values(&probs).iter().map(|p| p * scale).collect();
         for (row, &target) in grad.chunks_mut(shape.vocab).zip(targets.iter()) {
             row[target] -= scale;
         }
-        let grad = FlexTensor::from_data(TensorData::new(grad, [shape.rows, shape.vocab]));
+        let grad = flex_tensor(grad, [shape.rows, shape.vocab]);
         grads.register::<Flex>(parent.id, grad);
     }
 }
@@ -162,7 +153,7 @@ impl Backward<Flex, 1> for FusedCrossEntropy {
 mod tests {
     use super::*;
     use crate::plain_cross_entropy;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, TensorData};
 
     fn targets<B: Backend>(rows: usize, vocab: usize) -> Tensor<B, 1, Int> {
         let ids: Vec<i64> = (0..rows).map(|i| ((i * 7 + 3) % vocab) as i64).collect();
