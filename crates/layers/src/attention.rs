@@ -1,8 +1,9 @@
 //! Scaled dot-product attention with a causal mask, shared by [`Head`](crate::Head) and
 //! [`MultiHeadAttention`](crate::MultiHeadAttention).
 
+use crate::exact::softmax;
 use burn::nn::Dropout;
-use burn::tensor::{activation::softmax, backend::Backend, Bool, Tensor};
+use burn::tensor::{backend::Backend, Bool, Tensor};
 
 /// `softmax(q kᵀ / sqrt(head_size) + causal mask) v` over `[batch, heads, time, head_size]`.
 ///

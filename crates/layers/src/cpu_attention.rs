@@ -462,6 +462,10 @@ mod tests {
 
     #[test]
     fn forward_matches_the_textbook_formula() {
+        crate::cpu_math::at_every_simd_level(|_| forward_matches_the_textbook_formula_here());
+    }
+
+    fn forward_matches_the_textbook_formula_here() {
         let qkv = pseudo_random(DIMS.qkv_len(), 1);
         let dropout = WeightDropout {
             seed: 9,
@@ -478,6 +482,10 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
+        crate::cpu_math::at_every_simd_level(|_| backward_matches_finite_differences_here());
+    }
+
+    fn backward_matches_finite_differences_here() {
         let dims = AttentionDims {
             batch: 1,
             time: 4,

@@ -4,13 +4,130 @@
 //! spent in it); [`exp`] is a handful of multiply-adds that run many lanes at a time. Sums keep
 //! 16 partial sums so they vectorise too. Each public function picks AVX-512 or AVX2 at run time
 //! where the CPU has them; the arithmetic is the same on every path (no fused multiply-adds are
-//! introduced), so results do not depend on the CPU.
+//! introduced), so results do not depend on the CPU. [`set_max_simd_level`] (or the
+//! `TINYGPT_SIMD_LEVEL` variable) caps the choice, so one machine tests every path.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
 
 const LANES: usize = 16;
 
-/// Generates `fn $name` that runs `$body` compiled for AVX-512, AVX2 or the baseline, whichever
-/// the CPU supports. The body must not depend on the instruction set for its results (no
-/// explicit fused multiply-adds), so every CPU computes the same values.
+/// The instruction sets the kernels are compiled for, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    /// Whatever the target guarantees (SSE2 on x86_64).
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+impl SimdLevel {
+    pub const ALL: [SimdLevel; 3] = [SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Baseline => "baseline",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Avx512 => "avx512",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|level| level.name().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+/// The highest level this CPU runs.
+pub fn detected_simd_level() -> SimdLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return SimdLevel::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return SimdLevel::Avx2;
+        }
+    }
+    SimdLevel::Baseline
+}
+
+/// The environment variable that caps the level for a whole process, e.g.
+/// `TINYGPT_SIMD_LEVEL=avx2 cargo test`: the lower paths of every kernel then run on a CPU that
+/// has the higher ones.
+pub const SIMD_LEVEL_VARIABLE: &str = "TINYGPT_SIMD_LEVEL";
+
+const CAP_UNREAD: u8 = u8::MAX;
+const NO_CAP: u8 = u8::MAX - 1;
+static CAP: AtomicU8 = AtomicU8::new(CAP_UNREAD);
+
+/// Caps the level the kernels dispatch to (`None`: whatever the CPU has), for the whole process.
+/// Every level computes the same values, so this changes speed, never results; tests use it to
+/// run each level on one machine.
+pub fn set_max_simd_level(cap: Option<SimdLevel>) {
+    CAP.store(cap.map_or(NO_CAP, |level| level as u8), Ordering::Relaxed);
+}
+
+/// The level the kernels run at: the CPU's, capped by [`set_max_simd_level`] or
+/// `TINYGPT_SIMD_LEVEL`.
+pub fn simd_level() -> SimdLevel {
+    let cap = match CAP.load(Ordering::Relaxed) {
+        CAP_UNREAD => {
+            let cap = cap_from_environment();
+            // A cap set by the program meanwhile wins over the environment.
+            let _ = CAP.compare_exchange(CAP_UNREAD, cap, Ordering::Relaxed, Ordering::Relaxed);
+            CAP.load(Ordering::Relaxed)
+        }
+        cap => cap,
+    };
+    let detected = detected_simd_level();
+    SimdLevel::ALL
+        .into_iter()
+        .find(|&level| level as u8 == cap)
+        .map_or(detected, |cap| cap.min(detected))
+}
+
+fn cap_from_environment() -> u8 {
+    let Ok(value) = std::env::var(SIMD_LEVEL_VARIABLE) else {
+        return NO_CAP;
+    };
+    match SimdLevel::parse(&value) {
+        Some(level) => level as u8,
+        None => {
+            eprintln!(
+                "warning: ignoring {SIMD_LEVEL_VARIABLE}={value:?}: use baseline, avx2 or avx512"
+            );
+            NO_CAP
+        }
+    }
+}
+
+/// Runs `check` at every level this CPU has, lowest first, with the process-wide cap set to that
+/// level meanwhile (one caller at a time), then restores the cap. For tests: one machine then
+/// covers every compiled path of every dispatched kernel.
+pub fn at_every_simd_level(mut check: impl FnMut(SimdLevel)) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CAP.store(self.0, Ordering::Relaxed);
+        }
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _restore = Restore(CAP.load(Ordering::Relaxed));
+    for level in SimdLevel::ALL {
+        if level <= detected_simd_level() {
+            set_max_simd_level(Some(level));
+            check(level);
+        }
+    }
+}
+
+/// Generates `fn $name` that runs `$body` compiled for AVX-512, AVX2 or the baseline: the
+/// highest that [`simd_level`] allows. The body must not depend on the instruction set for its
+/// results (no explicit fused multiply-adds, fixed lane counts in reductions), so every level
+/// computes the same values; tests check that bit for bit.
 #[macro_export]
 macro_rules! dispatched {
     ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
@@ -24,13 +141,12 @@ macro_rules! dispatched {
                 unsafe fn avx512($($arg: $ty),*) -> $ret { portable($($arg),*) }
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) -> $ret { portable($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    return unsafe { avx2($($arg),*) };
+                match $crate::cpu_math::simd_level() {
+                    // SAFETY: simd_level never exceeds what the CPU has.
+                    $crate::cpu_math::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::cpu_math::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::cpu_math::SimdLevel::Baseline => {}
                 }
             }
             portable($($arg),*)
@@ -205,14 +321,69 @@ mod tests {
         (p, d, max + sum.ln())
     }
 
+    /// Softmax and its backward pass on a few shapes, at the current level.
+    fn softmax_outputs() -> Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        SHAPES
+            .iter()
+            .map(|&(row_len, causal)| {
+                let (values, grads, rows) = inputs(row_len, causal);
+                let mut probs = values.clone();
+                let mut lse = vec![0.0; rows];
+                softmax_rows(&mut probs, row_len, causal, &mut lse);
+                let mut d = grads.clone();
+                softmax_backward_rows(&probs, &mut d, row_len, causal);
+                (probs, d, lse)
+            })
+            .collect()
+    }
+
+    const SHAPES: [(usize, bool); 5] =
+        [(1, false), (5, false), (16, false), (65, false), (33, true)];
+
+    fn inputs(row_len: usize, causal: bool) -> (Vec<f32>, Vec<f32>, usize) {
+        let rows = if causal { row_len } else { 3 };
+        let values: Vec<f32> = (0..rows * row_len)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+            .collect();
+        let grads: Vec<f32> = (0..rows * row_len).map(|i| (i % 5) as f32 - 2.0).collect();
+        (values, grads, rows)
+    }
+
+    #[test]
+    fn every_simd_level_computes_the_same_bits() {
+        let mut outputs = Vec::new();
+        at_every_simd_level(|level| {
+            assert_eq!(simd_level(), level);
+            outputs.push((level, softmax_outputs()));
+        });
+        let (first_level, first) = &outputs[0];
+        assert_eq!(*first_level, SimdLevel::Baseline);
+        for (level, output) in &outputs[1..] {
+            assert!(output == first, "{level:?} differs from the baseline");
+        }
+        assert_eq!(outputs.last().map(|o| o.0), Some(detected_simd_level()));
+    }
+
+    /// Under an emulator posing as an older CPU (`cargo xtask cpu-levels`), the kernels must see
+    /// that CPU: `TINYGPT_EXPECT_SIMD_LEVEL` names the level it has.
+    #[test]
+    fn detects_the_expected_level() {
+        if let Ok(expected) = std::env::var("TINYGPT_EXPECT_SIMD_LEVEL") {
+            let expected = SimdLevel::parse(&expected).expect("a level name");
+            assert_eq!(detected_simd_level(), expected);
+        }
+        assert_eq!(SimdLevel::parse(" AVX2"), Some(SimdLevel::Avx2));
+        assert_eq!(SimdLevel::parse("sse"), None);
+    }
+
     #[test]
     fn softmax_rows_match_the_formula() {
-        for (row_len, causal) in [(1, false), (5, false), (16, false), (65, false), (33, true)] {
-            let rows = if causal { row_len } else { 3 };
-            let values: Vec<f32> = (0..rows * row_len)
-                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
-                .collect();
-            let grads: Vec<f32> = (0..rows * row_len).map(|i| (i % 5) as f32 - 2.0).collect();
+        at_every_simd_level(|_| softmax_rows_match_the_formula_here());
+    }
+
+    fn softmax_rows_match_the_formula_here() {
+        for (row_len, causal) in SHAPES {
+            let (values, grads, rows) = inputs(row_len, causal);
             let mut probs = values.clone();
             let mut lse = vec![0.0; rows];
             softmax_rows(&mut probs, row_len, causal, &mut lse);

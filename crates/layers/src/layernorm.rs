@@ -53,6 +53,7 @@ impl LayerNormConfig {
             norm: burn::nn::LayerNormConfig::new(self.d_model)
                 .with_epsilon(self.epsilon)
                 .init(device),
+            epsilon: self.epsilon,
         }
     }
 
@@ -62,10 +63,13 @@ impl LayerNormConfig {
 }
 
 /// Layer normalisation over the feature dimension, with learned scale (ones) and shift (zeros).
-/// Wraps Burn's, whose `layer_norm` backend op a backend may fuse.
+/// Holds Burn's module (its parameters and names). Inference runs Burn's `layer_norm` backend op,
+/// which a backend may fuse; training runs [`exact::layer_norm`](crate::exact::layer_norm), whose
+/// gradient does not go through ndarray's reciprocal estimate.
 #[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {
     pub norm: burn::nn::LayerNorm<B>,
+    pub epsilon: f64,
 }
 
 impl<B: Backend> LayerNorm<B> {
@@ -75,7 +79,11 @@ impl<B: Backend> LayerNorm<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.norm.forward(x)
+        if !B::ad_enabled(&x.device()) {
+            return self.norm.forward(x);
+        }
+        let beta = self.norm.beta.as_ref().map(|beta| beta.val());
+        crate::exact::layer_norm(x, self.norm.gamma.val(), beta, self.epsilon)
     }
 }
 

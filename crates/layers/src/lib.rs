@@ -13,6 +13,7 @@ pub mod block;
 pub mod cpu_attention;
 pub mod cpu_math;
 pub mod dropout;
+pub mod exact;
 pub mod feedforward;
 pub mod flex;
 pub mod flex_attention;

@@ -295,7 +295,8 @@ pub fn plain_cross_entropy<B: Backend>(
     let [rows, _] = logits.dims();
     let shift = logits.clone().detach().max_dim(1);
     let shifted = logits - shift;
-    let log_sum_exp = shifted.clone().exp().sum_dim(1).log();
+    // exact::ln: Burn's log gradient goes through ndarray's reciprocal estimate.
+    let log_sum_exp = tinygpt_layers::exact::ln(shifted.clone().exp().sum_dim(1));
     let picked = shifted.gather(1, targets.reshape([rows, 1]));
     (log_sum_exp - picked).mean()
 }
