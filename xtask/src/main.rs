@@ -6,6 +6,7 @@
 //!   write a Markdown table and a PNG chart of the validation losses (`runs/ladder-B/`).
 //! - `bench [--vs-pytorch [--no-compile]]`: median training step per config and backend (and
 //!   PyTorch eager and torch.compile).
+//! - `cpu-levels`: the test suite again under qemu-user as an AVX2 CPU and one without AVX.
 //! - `gpu-check`: build the CUDA binaries, tests and a script for a GPU machine (`.gpu-check/`).
 //! - `ci`: format check, clippy with warnings as errors, the test suite, `cargo check --features cuda`.
 //!
@@ -13,6 +14,7 @@
 //! `cargo xtask train configs/gpt.ron --features cuda --backend cuda`.
 
 mod bench;
+mod cpu_levels;
 mod gpu_check;
 mod ladder;
 
@@ -29,6 +31,7 @@ tasks:
                                                            train every stage: table + chart
   bench [--vs-pytorch [--no-compile]] [--backends a,b] [--configs a,b]
                                                           training-step table (and PyTorch ratios)
+  cpu-levels                                               tests again as AVX2 / no-AVX CPUs (qemu-user)
   gpu-check                                                build CUDA binaries + script into .gpu-check/
   ci                                                       fmt, clippy, tests, cuda check";
 
@@ -64,6 +67,7 @@ fn run() -> Result<()> {
             let binary = build_cli(&[])?;
             bench::run(&workspace_root(), &binary, args)
         }
+        Some("cpu-levels") => cpu_levels::run(&workspace_root(), cargo),
         Some("gpu-check") => gpu_check::prepare(&workspace_root(), cargo),
         Some("ci") => ci(),
         Some("-h") | Some("--help") | None => {
@@ -84,6 +88,23 @@ fn workspace_root() -> PathBuf {
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root());
+    // `cargo run` gave xtask its own package's variables (CARGO_MANIFEST_DIR, CARGO_PKG_NAME,
+    // ...). Some build scripts (ring's) rerun when those change, so a nested cargo that inherited
+    // them rebuilt ring and every crate above it, and the next plain `cargo test` rebuilt them
+    // back.
+    for (name, _) in std::env::vars_os() {
+        let is_package_variable = name.to_str().is_some_and(|name| {
+            name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    name,
+                    "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+                )
+        });
+        if is_package_variable {
+            command.env_remove(name);
+        }
+    }
     command
 }
 
@@ -113,7 +134,14 @@ fn run_cli(task: &str, args: Vec<String>) -> Result<()> {
         }
     }
     let binary = build_cli(&features)?;
-    status(Command::new(binary).arg(task).args(cli_args))
+    // The commands tinygpt suggests (resume, generate) then read `cargo xtask ...`: README's
+    // users have no `tinygpt` on their PATH.
+    status(
+        Command::new(binary)
+            .arg(task)
+            .args(cli_args)
+            .env("TINYGPT_INVOKED_AS", "cargo xtask"),
+    )
 }
 
 /// `cargo build --release -p tinygpt [--features ...]`; returns the binary's path.
@@ -139,6 +167,6 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    status(cargo().args(["test", "--workspace"]))?;
+    status(cargo().args(["test", "--workspace", "--release"]))?;
     status(cargo().args(["check", "--package", "tinygpt", "--features", "cuda"]))
 }

@@ -82,9 +82,9 @@ struct TrainArgs {
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "seed"])]
     resume: Option<PathBuf>,
     /// Where the computation runs: ndarray or flex (CPU), or cuda / cuda-bf16 / cuda-f16 (needs
-    /// the `cuda` feature).
-    #[arg(long, default_value = "ndarray")]
-    backend: BackendKind,
+    /// the `cuda` feature) [default: ndarray; with --resume, the backend the run trained on].
+    #[arg(long)]
+    backend: Option<BackendKind>,
     /// Run directory [default: runs/<config name>, or runs/<config name>-N if that holds a run].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -120,9 +120,10 @@ struct GenerateArgs {
     top_p: Option<f64>,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Where the computation runs: ndarray, flex, cuda, cuda-bf16 or cuda-f16.
-    #[arg(long, default_value = "ndarray")]
-    backend: BackendKind,
+    /// Where the computation runs: ndarray, flex, cuda, cuda-bf16 or cuda-f16 [default: the
+    /// backend the run trained on, if this build has it; else ndarray].
+    #[arg(long)]
+    backend: Option<BackendKind>,
 }
 
 // Why: see `mimalloc` in the workspace Cargo.toml (freed tensor buffers are reused, not zeroed
@@ -291,6 +292,26 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
             );
         }
     }
+    let backend = match (&resume, args.backend) {
+        (_, Some(chosen)) => {
+            if let Some(trained_on) = resume.as_ref().and_then(|c| run_backend(&c.meta.backend)) {
+                if trained_on != chosen {
+                    eprintln!(
+                        "note: the run trained on {trained_on}; continuing on {chosen}, so it \
+                         will not reproduce an uninterrupted run exactly"
+                    );
+                }
+            }
+            chosen
+        }
+        (Some(checkpoint), None) => run_backend(&checkpoint.meta.backend).with_context(|| {
+            format!(
+                "the checkpoint names an unknown backend {:?}: choose one with --backend",
+                checkpoint.meta.backend
+            )
+        })?,
+        (None, None) => BackendKind::default(),
+    };
     let prepared = prepare(config, &origin)?;
     let options = TrainOptions {
         run_dir,
@@ -300,7 +321,7 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         resume,
     };
     let result = dispatch(
-        args.backend,
+        backend,
         TrainTask {
             prepared: &prepared,
             options,
@@ -308,11 +329,24 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
     )?;
     let report = match result {
         Ok(report) => report,
-        Err(error @ TrainError::Interrupted { signal, .. }) => {
+        Err(error) => {
+            let TrainError::Interrupted {
+                signal,
+                ref run_dir,
+                ..
+            } = error
+            else {
+                return Err(error.into());
+            };
             eprintln!("{error}");
+            // The run remembers its backend, so this resumes exactly where it stopped.
+            eprintln!(
+                "Continue with: {} train --resume {}",
+                invocation(),
+                shell_word(&run_dir.display().to_string())
+            );
             return Ok(ExitCode::from(signal_exit_code(signal)));
         }
-        Err(error) => return Err(error.into()),
     };
     let last = report.last_eval;
     println!(
@@ -327,15 +361,47 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         report.val_loss_full
     );
     println!(
-        "run directory: {} (generate with: tinygpt generate {})",
+        "run directory: {} (generate with: {} generate {})",
         report.run_dir.display(),
-        report.run_dir.display()
+        invocation(),
+        shell_word(&report.run_dir.display().to_string())
     );
     Ok(ExitCode::SUCCESS)
 }
 
+/// The backend a checkpoint records (`None` for a name this build does not know).
+fn run_backend(name: &str) -> Option<BackendKind> {
+    name.parse().ok()
+}
+
+/// How the user started tinygpt, for the commands it suggests: `cargo xtask` (which sets
+/// `TINYGPT_INVOKED_AS`), the path they ran, or `tinygpt` from the PATH.
+fn invocation() -> String {
+    if let Some(set) = std::env::var("TINYGPT_INVOKED_AS")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        return set;
+    }
+    std::env::args()
+        .next()
+        .filter(|program| program.contains('/'))
+        .map_or_else(|| "tinygpt".into(), |program| shell_word(&program))
+}
+
+/// `word` as a shell reads it back: quoted when it holds anything but plain path characters.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 struct GenerateTask<'a> {
     args: &'a GenerateArgs,
+    run: tinygpt_train::LoadedRun,
 }
 
 impl BackendTask for GenerateTask<'_> {
@@ -343,7 +409,7 @@ impl BackendTask for GenerateTask<'_> {
 
     fn run<B: AutodiffBackend>(self, device: B::Device, _kind: BackendKind) -> Self::Output {
         let args = self.args;
-        let run = open_run(&args.run)?;
+        let run = self.run;
         let unknown = run.tokenizer.unknown_chars(&args.prompt);
         if !unknown.is_empty() {
             let listed: Vec<String> = unknown.iter().map(|c| format!("{c:?}")).collect();
@@ -403,7 +469,15 @@ fn generate_command(args: GenerateArgs) -> Result<()> {
             bail!("--top-p must be in (0, 1], got {p}");
         }
     }
-    dispatch(args.backend, GenerateTask { args: &args })?
+    let run = open_run(&args.run)?;
+    // The run's own backend reproduces what it computed; a run trained on a GPU still generates
+    // on a machine or build without one.
+    let backend = args.backend.unwrap_or_else(|| {
+        run_backend(&run.checkpoint.meta.backend)
+            .filter(|kind| kind.compiled_in())
+            .unwrap_or_default()
+    });
+    dispatch(backend, GenerateTask { args: &args, run })?
 }
 
 struct BenchTask<'a> {

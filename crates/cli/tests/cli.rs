@@ -490,3 +490,127 @@ fn a_download_with_the_wrong_checksum_is_refused_and_not_cached() {
         "a bad download is not cached"
     );
 }
+
+/// A run remembers its backend: the command printed at an interruption resumes on it (not on
+/// the CLI's default) and ends exactly where the uninterrupted run ends.
+#[cfg(unix)]
+#[test]
+fn the_printed_resume_command_reproduces_a_flex_run() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Dropout draws from the backend's own generator, so resuming on another backend shows.
+    let model = "(n_embd: 16, block_size: 8, layers: [Block(n_head: 2), LayerNorm()], \
+                 dropout: 0.1, init: Normal(std: 0.02))";
+    let config = write_config(d, "long.ron", model, 1_000_000);
+    let child = Command::new(env!("CARGO_BIN_EXE_tinygpt"))
+        .args([
+            "train",
+            &config,
+            "--backend",
+            "flex",
+            "--quiet",
+            "--out",
+            "part",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = d.join("part/checkpoints/step-0000000.ckpt");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !first.exists() {
+        assert!(Instant::now() < deadline, "no first checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stderr = text(&child.wait_with_output().unwrap().stderr);
+    let command: Vec<&str> = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("Continue with: "))
+        .unwrap_or_else(|| panic!("no resume command in: {stderr}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(command[1..], ["train", "--resume", "part"], "{stderr}");
+    let (stopped_at, _) = tinygpt_train::checkpoint::list_step_checkpoints(&d.join("part"))
+        .pop()
+        .unwrap();
+    let target = (stopped_at + 7).to_string();
+
+    let resumed = Command::new(command[0])
+        .args(&command[1..])
+        .args(["--max-iters", &target, "--quiet"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(
+        text(&resumed.stdout).contains(&format!("done: {target} steps on flex")),
+        "{}",
+        text(&resumed.stdout)
+    );
+
+    let straight = tinygpt(
+        &[
+            "train",
+            &config,
+            "--backend",
+            "flex",
+            "--max-iters",
+            &target,
+            "--quiet",
+            "--out",
+            "straight",
+        ],
+        d,
+    );
+    assert!(straight.status.success(), "{}", text(&straight.stderr));
+    let summary = |run: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join(run).join("summary.json")).unwrap()).unwrap()
+    };
+    let (resumed, straight) = (summary("part"), summary("straight"));
+    for field in [
+        "backend",
+        "steps",
+        "train_loss",
+        "val_loss",
+        "val_loss_full",
+    ] {
+        assert_eq!(resumed[field], straight[field], "{field}");
+    }
+
+    // Generation defaults to the run's backend too, and says how to continue with xtask when
+    // started through it.
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["generate", "part", "--max-new-tokens", "40"];
+        args.extend_from_slice(extra);
+        let out = tinygpt(&args, d);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(sample(&[]), sample(&["--backend", "flex"]));
+}
+
+#[test]
+fn suggested_commands_follow_how_tinygpt_was_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "small.ron", SMALL_MODEL, 3);
+    let out = Command::new(env!("CARGO_BIN_EXE_tinygpt"))
+        .args(["train", &config, "--quiet", "--out", "my run"])
+        .env("TINYGPT_INVOKED_AS", "cargo xtask")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("(generate with: cargo xtask generate 'my run')"),
+        "{stdout}"
+    );
+}

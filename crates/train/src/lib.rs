@@ -51,8 +51,7 @@ pub enum TrainError {
     #[error("cannot continue this run: {0}")]
     Mismatch(String),
     #[error(
-        "training stopped by signal {signal} after step {step}; a checkpoint was written. \
-         Continue with: tinygpt train --resume {}",
+        "training stopped by signal {signal} after step {step}; a checkpoint was written to {}",
         run_dir.display()
     )]
     Interrupted {
