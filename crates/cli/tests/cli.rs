@@ -181,20 +181,21 @@ fn bad_inputs_are_clear_errors() {
     assert!(text(&out.stderr).contains("ndarray, flex, cuda"));
 }
 
+/// Starts `tinygpt train ARGS --quiet --out RUN` in `dir`, sends `signal` a little after its
+/// first checkpoint exists, and returns what it printed.
 #[cfg(unix)]
-fn interrupt_and_resume(signal: &str, expected_code: i32) {
+fn train_then_signal(dir: &Path, args: &[&str], run: &str, signal: &str) -> Output {
     use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let config = write_config(d, "long.ron", SMALL_MODEL, 1_000_000);
     let child = Command::new(env!("CARGO_BIN_EXE_tinygpt"))
-        .args(["train", &config, "--quiet", "--out", "run"])
-        .current_dir(d)
+        .arg("train")
+        .args(args)
+        .args(["--quiet", "--out", run])
+        .current_dir(dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let first = d.join("run/checkpoints/step-0000000.ckpt");
+    let first = dir.join(run).join("checkpoints/step-0000000.ckpt");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !first.exists() {
         assert!(Instant::now() < deadline, "no first checkpoint");
@@ -206,7 +207,15 @@ fn interrupt_and_resume(signal: &str, expected_code: i32) {
         .status()
         .unwrap();
     assert!(killed.success());
-    let output = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[cfg(unix)]
+fn interrupt_and_resume(signal: &str, expected_code: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(d, "long.ron", SMALL_MODEL, 1_000_000);
+    let output = train_then_signal(d, &[&config], "run", signal);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(expected_code), "{stderr}");
     assert!(!stderr.contains("panicked at"), "{stderr}");
@@ -496,41 +505,14 @@ fn a_download_with_the_wrong_checksum_is_refused_and_not_cached() {
 #[cfg(unix)]
 #[test]
 fn the_printed_resume_command_reproduces_a_flex_run() {
-    use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Dropout draws from the backend's own generator, so resuming on another backend shows.
     let model = "(n_embd: 16, block_size: 8, layers: [Block(n_head: 2), LayerNorm()], \
                  dropout: 0.1, init: Normal(std: 0.02))";
     let config = write_config(d, "long.ron", model, 1_000_000);
-    let child = Command::new(env!("CARGO_BIN_EXE_tinygpt"))
-        .args([
-            "train",
-            &config,
-            "--backend",
-            "flex",
-            "--quiet",
-            "--out",
-            "part",
-        ])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let first = d.join("part/checkpoints/step-0000000.ckpt");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !first.exists() {
-        assert!(Instant::now() < deadline, "no first checkpoint");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let stderr = text(&child.wait_with_output().unwrap().stderr);
+    let interrupted = train_then_signal(d, &[&config, "--backend", "flex"], "part", "-INT");
+    let stderr = text(&interrupted.stderr);
     let command: Vec<&str> = stderr
         .lines()
         .find_map(|line| line.strip_prefix("Continue with: "))
