@@ -55,6 +55,24 @@ pub fn attention<B: Backend>(
     Ok(cast(train_forward(qkv, dims, dropout)))
 }
 
+/// [`attention`] in training with a given dropout mask, so tests need not share the backend's
+/// process-wide generator with tests running beside them.
+#[cfg(test)]
+fn train_attention(
+    qkv: Tensor<FlexAutodiff, 3>,
+    heads: usize,
+    dropout: Option<WeightDropout>,
+) -> Tensor<FlexAutodiff, 3> {
+    let [batch, time, width3] = qkv.dims();
+    let dims = AttentionDims {
+        batch,
+        time,
+        heads,
+        head_size: width3 / (3 * heads),
+    };
+    train_forward(qkv, dims, dropout)
+}
+
 /// The kernel's forward pass on a contiguous flex tensor; `(output, weights if kept)`.
 fn forward(
     qkv: &FlexTensor,
@@ -148,9 +166,6 @@ mod tests {
     use burn::nn::DropoutConfig;
     use burn::tensor::activation::softmax;
     use burn::tensor::{Bool, Distribution, TensorData};
-
-    /// The backend generator is global: tests that seed it take turns.
-    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// Plain tensor-op attention with an explicit `[batch, heads, time, time]` dropout mask.
     fn with_mask(
@@ -247,9 +262,7 @@ mod tests {
 
     #[test]
     fn fused_dropout_is_the_plain_path_with_the_kernels_mask() {
-        let _turn = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
         let device = Default::default();
-        let dropout = DropoutConfig::new(0.2).init();
         let (batch, time, heads, head_size) = (3, 16, 2, 8);
         let random =
             |dims| Tensor::<FlexAutodiff, 3>::random(dims, Distribution::Normal(0.0, 1.0), &device);
@@ -257,16 +270,12 @@ mod tests {
             random([batch, time, 3 * heads * head_size]),
             random([batch, time, heads * head_size]),
         );
-        FlexAutodiff::seed(&device, 11);
-        let fused = run(&qkv, &weights, |x| {
-            attention(x, heads, &dropout).unwrap_or_else(|_| panic!("flex runs the kernel"))
-        });
-        FlexAutodiff::seed(&device, 11);
-        let mask = WeightDropout {
-            seed: crate::dropout::seed_from_backend::<FlexAutodiff>(&device),
+        let dropout = WeightDropout {
+            seed: 0x5eed_d20f,
             keep: 0.8,
-        }
-        .mask(AttentionDims {
+        };
+        let fused = run(&qkv, &weights, |x| train_attention(x, heads, Some(dropout)));
+        let mask = dropout.mask(AttentionDims {
             batch,
             time,
             heads,
@@ -281,6 +290,28 @@ mod tests {
         let plain = run(&qkv, &weights, |x| with_mask(x, heads, mask.clone()));
         assert_close(&fused.0, &plain.0, "output");
         assert_close(&fused.1, &plain.1, "gradient");
+    }
+
+    #[test]
+    fn dropout_acts_in_training_only() {
+        // With every value 1 an undropped output is exactly the weights' sum, 1; dropout of half
+        // of 16 * 17 / 2 causal weights leaves that sum intact with probability 2^-136.
+        let dropout = DropoutConfig::new(0.5).init();
+        let ones = Tensor::<FlexAutodiff, 3>::ones([1, 16, 6], &Default::default());
+        let off_one = |out: Tensor<FlexAutodiff, 3>| {
+            let values = out.into_data().to_vec::<f32>().unwrap();
+            values.iter().filter(|v| (*v - 1.0).abs() > 1e-4).count()
+        };
+        let trained =
+            attention(ones.clone(), 1, &dropout).unwrap_or_else(|_| panic!("flex runs the kernel"));
+        assert!(off_one(trained) > 0, "training drops weights");
+        let inferred =
+            attention(ones.inner(), 1, &dropout).unwrap_or_else(|_| panic!("flex runs the kernel"));
+        assert_eq!(
+            off_one(Tensor::from_inner(inferred)),
+            0,
+            "inference keeps all"
+        );
     }
 
     #[test]
