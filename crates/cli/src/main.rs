@@ -11,9 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use tinygpt_model::{Sampler, Sampling};
 use tinygpt_tokenizer::Tokenizer;
+use tinygpt_train::activity::{self, Phase};
+use tinygpt_train::memory::{group_digits, human_bytes};
 use tinygpt_train::{
-    dispatch, load_model, open_run, prepare, train, BackendKind, BackendTask, Prepared, RunConfig,
-    TrainError, TrainOptions, TrainReport,
+    available_memory, dispatch, judge, load_model, open_run, prepare, train, BackendKind,
+    BackendTask, MemoryEstimate, Prepared, RunConfig, TrainError, TrainOptions, TrainReport,
+    Verdict,
 };
 
 /// Train and sample character-level GPT language models (the "GPT from scratch" tutorial's
@@ -29,10 +32,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show a config's architecture, layer by layer, with parameter counts.
+    /// Show a config's architecture, layer by layer, with parameter counts, and the memory
+    /// training and generation will need (all from the config: nothing is allocated).
     Info {
         /// A RON config, e.g. configs/transformer.ron.
         config: PathBuf,
+        /// The backend to estimate memory for [default: ndarray].
+        #[arg(long)]
+        backend: Option<BackendKind>,
     },
     /// Train the model a config describes; writes checkpoints, metrics.csv and a sample to the
     /// run directory.
@@ -45,6 +52,9 @@ enum Command {
 
 #[derive(Args)]
 struct BenchArgs {
+    /// Go on even when the memory estimate is far over what the machine has.
+    #[arg(long)]
+    skip_memory_check: bool,
     /// A RON config, e.g. configs/gpt.ron.
     config: PathBuf,
     #[arg(long, default_value = "ndarray")]
@@ -76,6 +86,9 @@ struct BenchArgs {
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["config", "resume"]))]
 struct TrainArgs {
+    /// Go on even when the memory estimate is far over what the machine has.
+    #[arg(long)]
+    skip_memory_check: bool,
     /// A RON config, e.g. configs/transformer.ron.
     config: Option<PathBuf>,
     /// Continue an interrupted run from its newest checkpoint (its config comes along).
@@ -101,6 +114,9 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct GenerateArgs {
+    /// Go on even when the memory estimate is far over what the machine has.
+    #[arg(long)]
+    skip_memory_check: bool,
     /// A run directory written by `tinygpt train`, or a .ckpt file.
     run: PathBuf,
     /// Text to continue [default: start from a newline].
@@ -127,9 +143,9 @@ struct GenerateArgs {
 }
 
 // Why: see `mimalloc` in the workspace Cargo.toml (freed tensor buffers are reused, not zeroed
-// again by the kernel).
+// again by the kernel); the wrapper turns a failed allocation into a clear error.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tinygpt::ReportingAllocator = tinygpt::ReportingAllocator;
 
 fn main() -> ExitCode {
     tinygpt::keep_freed_memory();
@@ -140,7 +156,9 @@ fn main() -> ExitCode {
     // small ops run inline and large ones are shared by work stealing: transformer.ron on flex
     // went from 2.1 to 1.7 ms a step.
     let result = rayon::scope(|_| match cli.command {
-        Command::Info { config } => info(&config).map(|()| ExitCode::SUCCESS),
+        Command::Info { config, backend } => {
+            info(&config, backend.unwrap_or_default()).map(|()| ExitCode::SUCCESS)
+        }
         Command::Train(args) => train_command(args),
         Command::Generate(args) => generate_command(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench_command(args).map(|()| ExitCode::SUCCESS),
@@ -159,21 +177,19 @@ fn load_prepared(path: &Path) -> Result<Prepared> {
     Ok(prepare(config, &path.display().to_string())?)
 }
 
-fn info(path: &Path) -> Result<()> {
+fn info(path: &Path, backend: BackendKind) -> Result<()> {
     let prepared = load_prepared(path)?;
-    let model = prepared
-        .model
-        .init::<burn::backend::NdArray<f32>>(&Default::default());
-    let rows = model.summary(&prepared.model);
+    let model = &prepared.model;
+    let rows = model.summary();
     let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let detail_width = rows.iter().map(|r| r.detail.len()).max().unwrap_or(0);
     let shape_width = rows.iter().map(|r| r.shape.len()).max().unwrap_or(0);
     println!(
         "{}: vocab {}, n_embd {}, block_size {}",
         path.display(),
-        prepared.model.vocab_size,
-        prepared.model.n_embd,
-        prepared.model.block_size
+        model.vocab_size,
+        model.n_embd,
+        model.block_size
     );
     for row in &rows {
         println!(
@@ -184,21 +200,58 @@ fn info(path: &Path) -> Result<()> {
             group_digits(row.params)
         );
     }
-    let total: usize = rows.iter().map(|r| r.params).sum();
-    println!("total parameters: {}", group_digits(total));
+    println!("total parameters: {}", group_digits(model.num_params()));
+    let batch = prepared.config.training.batch_size;
+    let training = MemoryEstimate::training(model, batch, backend);
+    let generation = MemoryEstimate::generation(model, backend);
+    println!(
+        "memory on {backend}: training (batch {batch} x {}) about {}: {}",
+        model.block_size,
+        human_bytes(training.total()),
+        training.breakdown()
+    );
+    println!(
+        "memory on {backend}: generation about {}",
+        human_bytes(generation.total())
+    );
+    if backend.is_cpu() {
+        match available_memory() {
+            Some(available) => println!(
+                "this machine: {} ({})",
+                human_bytes(available.bytes as f64),
+                available.limited_by
+            ),
+            None => println!("this machine: its available memory is unknown here"),
+        }
+    }
     Ok(())
 }
 
-fn group_digits(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+/// Stops a job that would not fit in memory, and warns about one that might not; `skip` (the
+/// `--skip-memory-check` flag) turns the stop into a warning. Only the CPU backends are checked:
+/// their memory is the machine's RAM.
+fn check_memory(
+    need: &MemoryEstimate,
+    backend: BackendKind,
+    what: &str,
+    shrink: &str,
+    skip: bool,
+) -> Result<()> {
+    if !backend.is_cpu() {
+        return Ok(());
     }
-    out
+    match judge(need, available_memory(), what, shrink) {
+        Verdict::Fits => Ok(()),
+        Verdict::Tight(message) => {
+            eprintln!("warning: {message}");
+            Ok(())
+        }
+        Verdict::TooBig(message) if skip => {
+            eprintln!("warning: {message}; going on because of --skip-memory-check");
+            Ok(())
+        }
+        Verdict::TooBig(message) => bail!("{message}; --skip-memory-check tries anyway"),
+    }
 }
 
 /// `runs/<stem>`, or the first `runs/<stem>-N` that holds no run yet: never overwrite results.
@@ -313,6 +366,18 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         (None, None) => BackendKind::default(),
     };
     let prepared = prepare(config, &origin)?;
+    let need = MemoryEstimate::training(
+        &prepared.model,
+        prepared.config.training.batch_size,
+        backend,
+    );
+    check_memory(
+        &need,
+        backend,
+        "training",
+        need.what_to_shrink(),
+        args.skip_memory_check,
+    )?;
     let options = TrainOptions {
         run_dir,
         progress: !args.quiet,
@@ -421,6 +486,7 @@ impl BackendTask for GenerateTask<'_> {
             );
         }
         let prompt = run.tokenizer.encode(&args.prompt)?;
+        activity::enter(Phase::LoadingCheckpoint, run.checkpoint.meta.step);
         let model = load_model::<B::InnerBackend>(&run.model, &run.checkpoint.model, &device)
             .with_context(|| format!("loading weights from {}", run.path.display()))?;
         let mut sampler = Sampler::new(
@@ -431,6 +497,7 @@ impl BackendTask for GenerateTask<'_> {
             },
             args.seed,
         );
+        activity::enter(Phase::Sampling, run.checkpoint.meta.step);
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let mut write_error = None;
@@ -477,6 +544,13 @@ fn generate_command(args: GenerateArgs) -> Result<()> {
             .filter(|kind| kind.compiled_in())
             .unwrap_or_default()
     });
+    check_memory(
+        &MemoryEstimate::generation(&run.model, backend),
+        backend,
+        "generation",
+        "The model is too large for this machine's memory",
+        args.skip_memory_check,
+    )?;
     dispatch(backend, GenerateTask { args: &args, run })?
 }
 
@@ -526,6 +600,17 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         .with_context(|| format!("{}", args.config.display()))?;
     let batch_size = args.batch_size.unwrap_or(config.training.batch_size);
     tinygpt_model::set_cpu_kernels(!args.plain_kernels);
+    let need = MemoryEstimate::training(&model, batch_size, args.backend);
+    check_memory(
+        &need,
+        args.backend,
+        "this benchmark",
+        "Lower --batch-size or the model's size",
+        args.skip_memory_check,
+    )?;
+    // What the model, its optimizer and the steps add to the process: the peak afterwards less
+    // what it held before any of them existed.
+    let resident_before = tinygpt_train::memory::resident_memory().map(|(_, now)| now);
     let timing = dispatch(
         args.backend,
         BenchTask {
@@ -535,14 +620,22 @@ fn bench_command(args: BenchArgs) -> Result<()> {
             batch_size,
         },
     )?;
+    let peak_growth = tinygpt_train::memory::resident_memory()
+        .zip(resident_before)
+        .map(|((peak, _), before)| peak.saturating_sub(before));
     if args.json {
-        println!("{}", serde_json::to_string(&timing)?);
+        let mut json = serde_json::to_value(&timing)?;
+        json["memory"] = serde_json::json!({
+            "estimated_bytes": need.total(),
+            "peak_growth_bytes": peak_growth,
+        });
+        println!("{json}");
     } else {
         println!(
             "{}: {} parameters, batch {} x {} on {}: median {:.2} ms/step (min {:.2}, max {:.2}) \
              over {} steps, {:.0} tokens/s, {:.1} GFLOP/s",
             args.config.display(),
-            group_digits(timing.parameters),
+            group_digits(timing.parameters as u64),
             timing.batch_size,
             timing.block_size,
             timing.backend,
@@ -553,6 +646,13 @@ fn bench_command(args: BenchArgs) -> Result<()> {
             timing.tokens_per_sec,
             timing.gflops
         );
+        if args.backend.is_cpu() {
+            println!(
+                "memory: estimated {}, measured {} (peak resident growth)",
+                human_bytes(need.total()),
+                peak_growth.map_or("unknown here".into(), |bytes| human_bytes(bytes as f64))
+            );
+        }
     }
     Ok(())
 }

@@ -596,3 +596,87 @@ fn suggested_commands_follow_how_tinygpt_was_started() {
         "{stdout}"
     );
 }
+
+/// `tinygpt args...` in `cwd` under an address-space limit of `kib` KiB (`ulimit -v`).
+fn tinygpt_limited(kib: u64, args: &[&str], cwd: &Path) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_tinygpt"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("sh runs")
+}
+
+/// transformer.ron with `n_embd: 40000` (a typo away from 400): 57.6 billion parameters.
+const HUGE_WIDTH: u64 = 40_000;
+const HUGE_MODEL: &str = "(n_embd: 40000, block_size: 8, layers: [Block(n_head: 4), \
+    Block(n_head: 4), Block(n_head: 4), LayerNorm()], init: Normal(std: 0.02))";
+
+#[test]
+fn info_counts_a_huge_model_without_allocating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "huge.ron", HUGE_MODEL, 10);
+    // 2 GB of address space: the weights alone would take 230 GB.
+    let out = tinygpt_limited(2_000_000, &["info", &config], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // gpt.py's arithmetic: embeddings, 3 blocks of 12 C² + 10 C, ln_f, and lm_head with bias.
+    let (c, vocab, block_size) = (HUGE_WIDTH, 14, 8);
+    let expected =
+        vocab * c + block_size * c + 3 * (12 * c * c + 10 * c) + 2 * c + c * vocab + vocab;
+    let grouped = expected
+        .to_string()
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|digits| std::str::from_utf8(digits).unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(stdout.contains("vocab 14,"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("total parameters: {grouped}")),
+        "expected {grouped} in: {stdout}"
+    );
+    assert!(
+        stdout.contains("training (batch 8 x 8) about 1.15 TB"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("this machine:"), "{stdout}");
+}
+
+#[test]
+fn training_far_over_the_machines_memory_is_refused_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "huge.ron", HUGE_MODEL, 10);
+    let out = tinygpt_limited(6_000_000, &["train", &config], dir.path());
+    assert_fails_with(&out, &["training needs about 1.15 TB", "n_embd", "leaves"]);
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("backtrace") && !stderr.contains("memory allocation of"));
+    assert!(
+        !dir.path().join("runs/huge").exists(),
+        "nothing was started"
+    );
+}
+
+#[test]
+fn an_allocation_that_fails_anyway_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "huge.ron", HUGE_MODEL, 10);
+    let out = tinygpt_limited(
+        6_000_000,
+        &["train", &config, "--skip-memory-check"],
+        dir.path(),
+    );
+    assert_fails_with(
+        &out,
+        &[
+            "going on because of --skip-memory-check",
+            "out of memory while building the model",
+            "An allocation of 19.20 GB failed",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("backtrace") && !stderr.contains("memory allocation of"));
+}

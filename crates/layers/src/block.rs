@@ -2,6 +2,7 @@
 //! each behind a pre-LayerNorm residual connection.
 
 use crate::attention::KvCache;
+use crate::footprint::StepShape;
 use crate::registry::{LayerContext, LayerError};
 use crate::{
     FeedForward, FeedForwardConfig, FeedForwardSpec, LayerNorm, LayerNormConfig,
@@ -62,17 +63,33 @@ pub struct BlockConfig {
 
 impl BlockConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Block<B> {
-        let width = self.attention.d_input;
         Block {
-            ln1: LayerNormConfig::new(width).init(device),
+            ln1: self.layer_norm().init(device),
             attention: self.attention.init(device),
-            ln2: LayerNormConfig::new(width).init(device),
+            ln2: self.layer_norm().init(device),
             feed_forward: self.feed_forward.init(device),
         }
     }
 
     pub fn d_output(&self) -> usize {
         self.attention.d_input
+    }
+
+    fn layer_norm(&self) -> LayerNormConfig {
+        LayerNormConfig::new(self.attention.d_input)
+    }
+
+    pub fn num_params(&self) -> u64 {
+        (2 * self.layer_norm().num_params())
+            .saturating_add(self.attention.num_params())
+            .saturating_add(self.feed_forward.num_params())
+    }
+
+    /// Values a training step keeps for the backward pass (see [`crate::footprint`]).
+    pub fn activations(&self, step: &StepShape) -> f64 {
+        2.0 * self.layer_norm().activations(step)
+            + self.attention.activations(step)
+            + self.feed_forward.activations(step)
     }
 }
 

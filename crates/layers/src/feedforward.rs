@@ -2,6 +2,7 @@
 
 use crate::attention::KvCache;
 use crate::dropout::dropout;
+use crate::footprint::{linear_params, StepShape};
 use crate::linear::per_position;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
@@ -81,6 +82,28 @@ impl FeedForwardConfig {
         } else {
             self.d_hidden
         }
+    }
+
+    pub fn num_params(&self) -> u64 {
+        let projection = if self.projection {
+            linear_params(self.d_hidden, self.d_input, true)
+        } else {
+            0
+        };
+        linear_params(self.d_input, self.d_hidden, true).saturating_add(projection)
+    }
+
+    /// Values a training step keeps for the backward pass (see [`crate::footprint`]): the hidden
+    /// layer before and after the ReLU, the projection's output and the dropout mask.
+    pub fn activations(&self, step: &StepShape) -> f64 {
+        let projected = if self.projection {
+            step.tokens() * self.d_input as f64
+        } else {
+            0.0
+        };
+        2.0 * step.tokens() * self.d_hidden as f64
+            + projected
+            + step.dropout_mask(self.d_output(), self.dropout)
     }
 }
 

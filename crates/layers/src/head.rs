@@ -1,6 +1,7 @@
 //! `Head`: one head of causal self-attention, the tutorial's first attention layer.
 
 use crate::attention::{fused_causal_attention, KvCache};
+use crate::footprint::{attention_activations, linear_params, StepShape};
 use crate::linear::per_position;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
@@ -52,6 +53,15 @@ impl HeadConfig {
 
     pub fn d_output(&self) -> usize {
         self.head_size
+    }
+
+    pub fn num_params(&self) -> u64 {
+        linear_params(self.d_input, 3 * self.head_size, false)
+    }
+
+    /// Values a training step keeps for the backward pass (see [`crate::footprint`]).
+    pub fn activations(&self, step: &StepShape) -> f64 {
+        attention_activations(step, 1, self.head_size, None, self.dropout)
     }
 }
 

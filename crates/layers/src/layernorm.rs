@@ -2,6 +2,7 @@
 //! and shifts them (gpt.py's `ln_f`, and inside every `Block`).
 
 use crate::attention::KvCache;
+use crate::footprint::StepShape;
 use crate::registry::{LayerContext, LayerError};
 use burn::config::Config;
 use burn::module::Module;
@@ -59,6 +60,17 @@ impl LayerNormConfig {
 
     pub fn d_output(&self) -> usize {
         self.d_model
+    }
+
+    /// Scale and shift.
+    pub fn num_params(&self) -> u64 {
+        2 * self.d_model as u64
+    }
+
+    /// Values a training step keeps for the backward pass (see [`crate::footprint`]): the
+    /// normalised input and the output.
+    pub fn activations(&self, step: &StepShape) -> f64 {
+        2.0 * step.tokens() * self.d_model as f64
     }
 }
 

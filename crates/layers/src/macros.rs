@@ -53,6 +53,21 @@ macro_rules! layer_registry {
                     $(Self::$name(config) => config.d_output()),+
                 }
             }
+
+            /// Parameters of the layer `init` would build, counted without building it.
+            pub fn num_params(&self) -> u64 {
+                match self {
+                    $(Self::$name(config) => config.num_params()),+
+                }
+            }
+
+            /// Values (f32 each) a training step keeps for the backward pass; see
+            /// [`crate::footprint`].
+            pub fn activations(&self, step: &$crate::footprint::StepShape) -> f64 {
+                match self {
+                    $(Self::$name(config) => config.activations(step)),+
+                }
+            }
         }
 
         impl<B: Backend> Layer<B> {

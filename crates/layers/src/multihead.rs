@@ -2,6 +2,7 @@
 
 use crate::attention::{fused_causal_attention, KvCache};
 use crate::dropout::dropout;
+use crate::footprint::{attention_activations, linear_params, StepShape};
 use crate::linear::per_position;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
@@ -100,6 +101,28 @@ impl MultiHeadAttentionConfig {
         } else {
             self.n_head * self.head_size
         }
+    }
+
+    pub fn num_params(&self) -> u64 {
+        let width = self.n_head * self.head_size;
+        let projection = if self.projection {
+            linear_params(width, self.d_input, true)
+        } else {
+            0
+        };
+        linear_params(self.d_input, 3 * width, false).saturating_add(projection)
+    }
+
+    /// Values a training step keeps for the backward pass (see [`crate::footprint`]).
+    pub fn activations(&self, step: &StepShape) -> f64 {
+        let projection_to = self.projection.then_some(self.d_input);
+        attention_activations(
+            step,
+            self.n_head,
+            self.head_size,
+            projection_to,
+            self.dropout,
+        )
     }
 }
 

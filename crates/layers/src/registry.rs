@@ -2,7 +2,8 @@
 //!
 //! A layer kind is a file providing `XSpec` (serde: what the config writes, with
 //! `resolve(&LayerContext, d_input) -> Result<XConfig, LayerError>`), `XConfig` (with
-//! `init(&device) -> X<B>` and `d_output()`) and `X<B>` (a Burn module with
+//! `init(&device) -> X<B>`, `d_output()`, and `num_params()` and `activations(&StepShape)`, what
+//! the layer will cost, counted without building it) and `X<B>` (a Burn module with
 //! `forward([batch, time, d_input]) -> [batch, time, d_output]`, and `forward_cached`, the same
 //! for the newest positions during generation, given the layer's `KvCache` slot). Registering it is one line in
 //! the `layer_registry!` call below; the config then names it, e.g. `Block(n_head: 4)`, and an
@@ -124,7 +125,10 @@ mod tests {
         for spec in &specs {
             let config = spec.resolve(&ctx, width).unwrap();
             width = config.d_output();
-            y = config.init::<TestBackend>(&device).forward(y);
+            let layer = config.init::<TestBackend>(&device);
+            // Counted from the config alone, the same as the built layer's.
+            assert_eq!(config.num_params(), layer.num_params() as u64, "{spec:?}");
+            y = layer.forward(y);
             assert_eq!(y.dims(), [2, 8, width]);
         }
         assert_eq!(width, 16);

@@ -4,7 +4,8 @@ use crate::LanguageModel;
 use burn::nn::EmbeddingConfig;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
-use tinygpt_layers::{LayerConfig, LayerContext, LayerError, LayerSpec, WeightInit};
+use tinygpt_layers::footprint::linear_params;
+use tinygpt_layers::{LayerConfig, LayerContext, LayerError, LayerSpec, StepShape, WeightInit};
 
 /// The architecture as a config file writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,15 @@ pub struct ResolvedLayer {
     pub spec: LayerSpec,
     pub config: LayerConfig,
     pub d_input: usize,
+}
+
+/// One row of [`ModelConfig::summary`]: a part of the model, its shapes and parameter count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSummary {
+    pub name: String,
+    pub detail: String,
+    pub shape: String,
+    pub params: u64,
 }
 
 /// A validated architecture for a given vocabulary.
@@ -170,4 +180,80 @@ impl ModelConfig {
             block_size: self.block_size,
         }
     }
+
+    /// The architecture, one row per part, with parameter counts: all from the config, so a
+    /// model too big to build can still be inspected.
+    pub fn summary(&self) -> Vec<LayerSummary> {
+        let mut rows = vec![LayerSummary {
+            name: "token_embedding".into(),
+            detail: format!("Embedding({}, {})", self.vocab_size, self.n_embd),
+            shape: format!("[B, T] -> [B, T, {}]", self.n_embd),
+            params: linear_params(self.vocab_size, self.n_embd, false),
+        }];
+        if self.position_embedding {
+            rows.push(LayerSummary {
+                name: "position_embedding".into(),
+                detail: format!("Embedding({}, {})", self.block_size, self.n_embd),
+                shape: format!("[T] -> [T, {}]", self.n_embd),
+                params: linear_params(self.block_size, self.n_embd, false),
+            });
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            rows.push(LayerSummary {
+                name: format!("layers[{i}]"),
+                detail: describe(&layer.spec),
+                shape: format!(
+                    "[B, T, {}] -> [B, T, {}]",
+                    layer.d_input,
+                    layer.config.d_output()
+                ),
+                params: layer.config.num_params(),
+            });
+        }
+        if self.lm_head {
+            rows.push(LayerSummary {
+                name: "lm_head".into(),
+                detail: format!("Linear({}, {})", self.d_final(), self.vocab_size),
+                shape: format!("[B, T, {}] -> [B, T, {}]", self.d_final(), self.vocab_size),
+                params: linear_params(self.d_final(), self.vocab_size, true),
+            });
+        }
+        rows
+    }
+
+    /// Parameters of the model [`ModelConfig::init`] would build, counted without building it.
+    pub fn num_params(&self) -> u64 {
+        self.summary()
+            .iter()
+            .fold(0u64, |sum, row| sum.saturating_add(row.params))
+    }
+
+    /// Values (f32 each) a training step of this shape keeps for the backward pass: the
+    /// embeddings, every layer's (see [`tinygpt_layers::footprint`]), and the logits with the
+    /// loss's exponentials and their gradient.
+    pub fn activations(&self, step: &StepShape) -> f64 {
+        let embeddings = if self.position_embedding { 2.0 } else { 1.0 };
+        let layers: f64 = self
+            .layers
+            .iter()
+            .map(|layer| layer.config.activations(step))
+            .sum();
+        step.tokens() * (embeddings * self.n_embd as f64 + 3.0 * self.vocab_size as f64) + layers
+    }
+}
+
+/// A layer spec as a config would write it: `Block(n_head: 4, ffn_mult: 4)`.
+fn describe(spec: &tinygpt_layers::LayerSpec) -> String {
+    use ron::extensions::Extensions;
+    let compact = ron::ser::PrettyConfig::new()
+        .compact_structs(true)
+        .compact_arrays(true)
+        .extensions(Extensions::UNWRAP_VARIANT_NEWTYPES | Extensions::IMPLICIT_SOME);
+    ron::ser::to_string_pretty(spec, compact)
+        .map(|text| {
+            // Drop the `#![enable(...)]` header lines the extensions add.
+            let body: Vec<&str> = text.lines().filter(|l| !l.starts_with("#!")).collect();
+            body.join(" ")
+        })
+        .unwrap_or_else(|_| spec.name().into())
 }

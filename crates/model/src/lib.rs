@@ -8,8 +8,8 @@ mod flex_loss;
 mod model;
 mod sampling;
 
-pub use config::{ModelConfig, ModelError, ModelSpec, ResolvedLayer};
-pub use model::{cross_entropy, plain_cross_entropy, GenerationCache, LanguageModel, LayerSummary};
+pub use config::{LayerSummary, ModelConfig, ModelError, ModelSpec, ResolvedLayer};
+pub use model::{cross_entropy, plain_cross_entropy, GenerationCache, LanguageModel};
 pub use sampling::{Sampler, Sampling};
 pub use tinygpt_layers::flex::{cpu_kernels, set_cpu_kernels};
-pub use tinygpt_layers::{LayerSpec, WeightInit, REGISTERED_LAYERS};
+pub use tinygpt_layers::{LayerSpec, StepShape, WeightInit, REGISTERED_LAYERS};

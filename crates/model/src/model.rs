@@ -1,6 +1,6 @@
 //! [`LanguageModel`]: logits for every position of a token sequence.
 
-use crate::{ModelConfig, Sampler};
+use crate::Sampler;
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
@@ -15,15 +15,6 @@ pub struct LanguageModel<B: Backend> {
     pub layers: Vec<Layer<B>>,
     pub lm_head: Option<Linear<B>>,
     pub block_size: usize,
-}
-
-/// One row of [`LanguageModel::summary`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerSummary {
-    pub name: String,
-    pub detail: String,
-    pub shape: String,
-    pub params: usize,
 }
 
 impl<B: Backend> LanguageModel<B> {
@@ -183,49 +174,6 @@ impl<B: Backend> LanguageModel<B> {
             &self.token_embedding.weight.device(),
         )
     }
-
-    /// The architecture, one row per part, with parameter counts.
-    pub fn summary(&self, config: &ModelConfig) -> Vec<LayerSummary> {
-        let mut rows = vec![LayerSummary {
-            name: "token_embedding".into(),
-            detail: format!("Embedding({}, {})", config.vocab_size, config.n_embd),
-            shape: format!("[B, T] -> [B, T, {}]", config.n_embd),
-            params: self.token_embedding.num_params(),
-        }];
-        if let Some(position_embedding) = &self.position_embedding {
-            rows.push(LayerSummary {
-                name: "position_embedding".into(),
-                detail: format!("Embedding({}, {})", config.block_size, config.n_embd),
-                shape: format!("[T] -> [T, {}]", config.n_embd),
-                params: position_embedding.num_params(),
-            });
-        }
-        for (i, (layer, resolved)) in self.layers.iter().zip(&config.layers).enumerate() {
-            rows.push(LayerSummary {
-                name: format!("layers[{i}]"),
-                detail: describe(&resolved.spec),
-                shape: format!(
-                    "[B, T, {}] -> [B, T, {}]",
-                    resolved.d_input,
-                    resolved.config.d_output()
-                ),
-                params: layer.num_params(),
-            });
-        }
-        if let Some(lm_head) = &self.lm_head {
-            rows.push(LayerSummary {
-                name: "lm_head".into(),
-                detail: format!("Linear({}, {})", config.d_final(), config.vocab_size),
-                shape: format!(
-                    "[B, T, {}] -> [B, T, {}]",
-                    config.d_final(),
-                    config.vocab_size
-                ),
-                params: lm_head.num_params(),
-            });
-        }
-        rows
-    }
 }
 
 /// The keys and values of every attention layer during generation, and how many positions they
@@ -299,20 +247,4 @@ pub fn plain_cross_entropy<B: Backend>(
     let log_sum_exp = tinygpt_layers::exact::ln(shifted.clone().exp().sum_dim(1));
     let picked = shifted.gather(1, targets.reshape([rows, 1]));
     (log_sum_exp - picked).mean()
-}
-
-/// A layer spec as a config would write it: `Block(n_head: 4, ffn_mult: 4)`.
-fn describe(spec: &tinygpt_layers::LayerSpec) -> String {
-    use ron::extensions::Extensions;
-    let compact = ron::ser::PrettyConfig::new()
-        .compact_structs(true)
-        .compact_arrays(true)
-        .extensions(Extensions::UNWRAP_VARIANT_NEWTYPES | Extensions::IMPLICIT_SOME);
-    ron::ser::to_string_pretty(spec, compact)
-        .map(|text| {
-            // Drop the `#![enable(...)]` header lines the extensions add.
-            let body: Vec<&str> = text.lines().filter(|l| !l.starts_with("#!")).collect();
-            body.join(" ")
-        })
-        .unwrap_or_else(|_| spec.name().into())
 }

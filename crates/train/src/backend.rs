@@ -39,6 +39,19 @@ impl BackendKind {
         }
     }
 
+    /// Bytes of one tensor value: parameters, optimizer state and activations.
+    pub fn bytes_per_value(self) -> f64 {
+        match self {
+            BackendKind::NdArray | BackendKind::Flex | BackendKind::Cuda => 4.0,
+            BackendKind::CudaBf16 | BackendKind::CudaF16 => 2.0,
+        }
+    }
+
+    /// Whether this runs on the CPU, in the machine's RAM.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, BackendKind::NdArray | BackendKind::Flex)
+    }
+
     /// Whether this build can run the backend at all.
     pub fn compiled_in(self) -> bool {
         match self {

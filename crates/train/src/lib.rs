@@ -1,6 +1,7 @@
 //! Training and inference around a config: prepare the data and model ([`prepare`]), train on
 //! any backend ([`trainer`]), checkpoint ([`checkpoint`]) and load runs back for generation.
 
+pub mod activity;
 pub mod adamw;
 pub mod backend;
 pub mod bench;
@@ -8,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod grads;
 pub mod import;
+pub mod memory;
 pub mod metrics;
 pub mod schedule;
 pub mod trainer;
@@ -15,6 +17,7 @@ pub mod trainer;
 pub use backend::{dispatch, BackendError, BackendKind, BackendTask};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, RunConfig, TrainingSpec};
+pub use memory::{available_memory, judge, MemoryEstimate, Verdict};
 pub use schedule::LrSchedule;
 pub use trainer::{
     adamw, apply_update, estimate_loss, full_split_loss, load_model, train, LossEstimate,

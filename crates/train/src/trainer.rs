@@ -1,6 +1,7 @@
 //! The training loop: the tutorial's AdamW loop with periodic loss estimates, metrics,
 //! checkpoints and a final sample.
 
+use crate::activity::{self, Phase};
 use crate::adamw::FusedAdamW;
 use crate::checkpoint::{
     prune_step_checkpoints, step_checkpoint_path, write_atomic, Checkpoint, CheckpointMeta,
@@ -190,6 +191,11 @@ pub fn train<B: AutodiffBackend>(
     let vocab_json = serde_json::to_vec_pretty(&prepared.tokenizer).expect("vocabulary serialises");
     write_run_file(&run_dir.join("vocab.json"), &vocab_json)?;
 
+    activity::run_dir(
+        run_dir.clone(),
+        options.resume.as_ref().map(|c| c.meta.step),
+    );
+    activity::enter(Phase::BuildingModel, 0);
     B::seed(device, t.seed);
     let mut model: LanguageModel<B> = prepared.model.init(device);
     let parameters = model.num_params();
@@ -200,6 +206,7 @@ pub fn train<B: AutodiffBackend>(
         None => MetricsWriter::create(&metrics_path)?,
         Some(checkpoint) => {
             check_resumable(checkpoint, prepared)?;
+            activity::enter(Phase::LoadingCheckpoint, checkpoint.meta.step);
             model = load_model_record(model, &checkpoint.model, device)?;
             let record = Recorder32::default()
                 .load(checkpoint.optimizer.clone(), device)
@@ -256,6 +263,7 @@ pub fn train<B: AutodiffBackend>(
         let eval_due = step.is_multiple_of(t.eval_interval) || step == t.max_iters;
         // A resumed run already logged (or was not due) the evaluation at its first step.
         if eval_due && state.resumed_at != Some(step) {
+            activity::enter(Phase::Evaluating, step);
             let estimate = estimate_loss(&model.valid(), prepared, step, device);
             if !(estimate.train.is_finite() && estimate.val.is_finite()) {
                 return Err(TrainError::NonFinite { step });
@@ -304,6 +312,7 @@ pub fn train<B: AutodiffBackend>(
             });
         }
 
+        activity::enter(Phase::Training, step);
         let step_started = Instant::now();
         // Dropout draws from the backend's generator: reseed it per step so a resumed run
         // makes the same draws as an uninterrupted one.
@@ -364,8 +373,10 @@ pub fn train<B: AutodiffBackend>(
     bar.finish_and_clear();
 
     let model = model.valid();
+    activity::enter(Phase::Evaluating, state.step);
     let val_loss_full = full_split_loss(&model, prepared, Split::Val, device);
     let mut sampler = Sampler::new(Sampling::default(), t.seed);
+    activity::enter(Phase::Sampling, state.step);
     let tokens = model.generate(&[], t.sample_tokens, &mut sampler);
     let sample = prepared
         .tokenizer
@@ -510,6 +521,7 @@ impl Checkpointer<'_> {
         state: &RunState,
         is_best: bool,
     ) -> Result<(), TrainError> {
+        activity::enter(Phase::Checkpointing, state.step);
         let checkpoint = Checkpoint {
             meta: CheckpointMeta {
                 step: state.step,
@@ -527,6 +539,7 @@ impl Checkpointer<'_> {
                 .map_err(|e| TrainError::Record(e.to_string()))?,
         };
         checkpoint.write_atomic(&step_checkpoint_path(self.run_dir, state.step))?;
+        activity::checkpoint_written(state.step);
         if is_best {
             checkpoint.write_atomic(&self.run_dir.join(CHECKPOINT_DIR).join(BEST_CHECKPOINT))?;
         }
