@@ -2,10 +2,12 @@
 //!
 //! The GPU machine has CUDA and PyTorch but no Rust, so `gpu-check` builds everything here with
 //! `--features cuda` (release, stripped) into `.gpu-check/`, together with the corpus and a
-//! script; the script (`bash .gpu-check/run.sh`, from the repository root) then runs there:
-//! the backend-generic model tests and the CPU-vs-CUDA parity test on CUDA, a `transformer.ron`
-//! training run on CUDA, a short `gpt.ron` run, and `gpt.ron` step timings in f32, bf16 and f16
-//! beside PyTorch eager on the same GPU. It writes its report to `$OUT` (or `.gpu-check/out`).
+//! script; the script (`bash .gpu-check/run.sh`, from the repository root) then runs there, in
+//! one 10-minute call planned phase by phase: kernel compilation and autotuning first (cold and
+//! warm start timed), `gpt.ron` steady-state step timings in f32, bf16 and f16 (and f32 without
+//! Burn's fusion) beside PyTorch eager and torch.compile on the same GPU, the parity test, the
+//! backend-generic model tests on CUDA, and nanoGPT's Shakespeare recipe for the rest of the
+//! budget. It writes its report to `$OUT` (or `.gpu-check/out`) as it goes.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -132,12 +134,18 @@ fn install(from: &Path, to: &PathBuf) -> Result<()> {
 
 const SCRIPT: &str = r#"#!/usr/bin/env bash
 # tinygpt's CUDA check; made by `cargo xtask gpu-check`. Run from the repository root.
+# One 10-minute call, planned in phases, each with its own share of the budget, every result
+# written to $OUT as it comes: (1) compile and warm the kernels (cold and warm start measured),
+# (2) steady-state step timings beside PyTorch, (3) parity, (4) the model tests, (5) as much of
+# nanoGPT's Shakespeare run as the rest of the budget allows.
 set -u -o pipefail
 G=.gpu-check
 OUT=${OUT:-$G/out}
 BIN=$(mktemp -d)
 RUNS=$(mktemp -d) # checkpoints stay on the machine: only the logs in $OUT come back
 export TINYGPT_ROOT=$(pwd)
+# Compiled kernels (PTX) and autotune results persist here; it comes back as kernel-cache.tar.gz.
+export TINYGPT_KERNEL_CACHE=$(mktemp -d)
 mkdir -p "$OUT" data/tinyshakespeare
 # The executables travel xz-compressed; Python's lzma unpacks them (no xz needed there).
 for f in $G/*.xz; do
@@ -147,40 +155,76 @@ for f in $G/*.xz; do
 done
 cp -n $G/data/tinyshakespeare/input.txt data/tinyshakespeare/input.txt
 status=0
-# Every step gets at most what is left of the budget, so the whole check ends inside it.
-BUDGET=${GPU_CHECK_SECONDS:-520}
-limit() { local rest=$((BUDGET - SECONDS)); ((rest < $1)) || rest=$1; ((rest > 1)) || rest=1; echo $rest; }
-step() { echo; echo "=== [${SECONDS}s] $*"; }
+BUDGET=${GPU_CHECK_SECONDS:-560}
+# A phase may use up to its share, and never more than what is left of the whole budget.
+phase_end=0
+phase() { phase_end=$((SECONDS + $1)); echo; echo "=== [${SECONDS}s] $2 (up to $1 s)"; }
+limit() {
+    local rest=$((phase_end - SECONDS)) total=$((BUDGET - SECONDS))
+    ((rest < total)) || rest=$total
+    ((rest < $1)) || rest=$1
+    ((rest > 1)) || rest=1
+    echo $rest
+}
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 nvidia-smi -L | tee "$OUT/device.txt"
+bench() { # bench LABEL ARGS...: one JSON line per run in bench.jsonl, its log beside it
+    local label=$1; shift
+    echo "--- $label"
+    "$@" 2>>"$OUT/bench-progress.txt" | sed "s/^{/{\"label\":\"$label\",/" | tee -a "$OUT/bench.jsonl"
+}
 
-# Timings first: on the first GPU run (2026-11-28, H100) Burn's first gpt.ron steps outlasted
-# their limits (JIT compilation and autotuning), so each step's time is printed as it ends.
-step "gpt.ron step timings, PyTorch eager (f32, bf16, f16) and Burn (cuda f32, bf16, f16)"
+phase 170 "1. compile and warm: cold start (empty caches), warm start (cached), every precision"
+t=$(now)
+timeout $(limit 100) $BIN/tinygpt bench configs/gpt.ron --backend cuda --steps 1 --warmup 0 \
+    --progress --json >/dev/null 2>>"$OUT/warm-up.txt" || status=1
+echo "cold start, f32 (process start to the end of one gpt.ron step, no caches): $(elapsed $t) s" \
+    | tee -a "$OUT/start.txt"
+t=$(now)
+timeout $(limit 60) $BIN/tinygpt bench configs/gpt.ron --backend cuda --steps 1 --warmup 0 \
+    --progress --json >/dev/null 2>>"$OUT/warm-up.txt" || status=1
+echo "warm start, f32 (the same, kernels and autotune results cached): $(elapsed $t) s" \
+    | tee -a "$OUT/start.txt"
+for run in "cuda-bf16" "cuda-f16" "cuda TINYGPT_CUDA_FUSION=0"; do
+    set -- $run
+    t=$(now)
+    env ${2:-TINYGPT_CUDA_FUSION=1} timeout $(limit 60) $BIN/tinygpt bench configs/gpt.ron \
+        --backend $1 --steps 1 --warmup 0 --json >/dev/null 2>>"$OUT/warm-up.txt" || status=1
+    echo "cold start, $run: $(elapsed $t) s" | tee -a "$OUT/start.txt"
+done
+
+phase 150 "2. gpt.ron steady state: PyTorch eager, then tinygpt (fused and unfused), warm caches"
 for dtype in f32 bf16 f16; do
-    timeout $(limit 60) python3 reference/gpt_step.py --device cuda --dtype $dtype --steps 10 \
-        --warmup 3 2>&1 | tee -a "$OUT/bench.jsonl" || status=1
+    bench "pytorch-eager-$dtype" timeout $(limit 30) python3 reference/gpt_step.py --device cuda \
+        --dtype $dtype --steps 20 --warmup 5 || status=1
 done
 for backend in cuda cuda-bf16 cuda-f16; do
-    timeout $(limit 200) $BIN/tinygpt bench configs/gpt.ron --backend $backend --steps 10 \
-        --warmup 3 --progress --json 2>&1 | tee -a "$OUT/bench.jsonl" || status=1
+    bench "tinygpt-$backend" timeout $(limit 30) $BIN/tinygpt bench configs/gpt.ron \
+        --backend $backend --steps 20 --warmup 3 --progress --json || status=1
 done
+bench "tinygpt-cuda-unfused" env TINYGPT_CUDA_FUSION=0 timeout $(limit 30) $BIN/tinygpt bench \
+    configs/gpt.ron --backend cuda --steps 20 --warmup 3 --progress --json || status=1
+bench "pytorch-compile-f32" timeout $(limit 60) python3 reference/gpt_step.py --device cuda \
+    --dtype f32 --steps 20 --warmup 5 --compile || status=1
 
-step "CPU-vs-CUDA parity (logits/loss 1e-4, gradients 1e-3)"
-timeout $(limit 150) $BIN/test-cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 \
+phase 70 "3. parity: f32 CUDA vs ndarray (TF32 bounds), bf16/f16 vs f32 CUDA, bigram exact"
+timeout $(limit 70) $BIN/test-cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 \
     | tee "$OUT/parity.txt" || status=1
 
-step "backend-generic model tests on CUDA"
-timeout $(limit 150) $BIN/test-model cuda --nocapture --test-threads 1 2>&1 \
+phase 40 "4. backend-generic model tests on CUDA"
+timeout $(limit 40) $BIN/test-model cuda --nocapture --test-threads 1 2>&1 \
     | tee "$OUT/model-tests.txt" || status=1
 
-step "gpt.ron, a short run on CUDA (500 steps)"
-timeout $(limit 150) $BIN/tinygpt train configs/gpt.ron --backend cuda --max-iters 500 \
-    --out "$RUNS/gpt" 2>&1 | tee "$OUT/gpt.txt" || status=1
+rest=$((BUDGET - SECONDS - 15))
+phase $rest "5. nanoGPT's Shakespeare recipe on CUDA, stopped by SIGINT when the budget runs out"
+# On SIGINT the trainer finishes its step, checkpoints and exits 130: the evaluations so far are
+# in the log and in metrics.csv.
+timeout -s INT $(limit $rest) $BIN/tinygpt train configs/nanogpt_shakespeare_char.ron \
+    --backend cuda --out "$RUNS/shakespeare" 2>&1 | tee "$OUT/shakespeare.txt"
+cp "$RUNS/shakespeare/metrics.csv" "$OUT/shakespeare-metrics.csv" 2>/dev/null || true
 
-step "transformer.ron trained on CUDA"
-timeout $(limit 240) $BIN/tinygpt train configs/transformer.ron --backend cuda \
-    --out "$RUNS/transformer" 2>&1 | tee "$OUT/transformer.txt" || status=1
-
-step "done (status $status)"
+tar -czf "$OUT/kernel-cache.tar.gz" -C "$TINYGPT_KERNEL_CACHE" . 2>/dev/null || true
+echo; echo "=== [${SECONDS}s] done (status $status)"
 exit $status
 "#;

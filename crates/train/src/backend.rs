@@ -108,6 +108,10 @@ pub type NdArrayBackend = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
 pub type FlexBackend = burn::backend::Autodiff<burn::backend::Flex>;
 #[cfg(feature = "cuda")]
 pub type CudaBackend<F = f32> = burn::backend::Autodiff<burn::backend::Cuda<F, i32>>;
+/// CUDA without Burn's operation fusion (`TINYGPT_CUDA_FUSION=0`), to measure what fusion does.
+#[cfg(feature = "cuda")]
+pub type UnfusedCudaBackend<F = f32> =
+    burn::backend::Autodiff<burn_cubecl::CubeBackend<burn::cubecl::cuda::CudaRuntime, F, i32, u8>>;
 
 /// Runs `task` on the backend `kind`, after checking that the backend can run here.
 pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
@@ -126,13 +130,53 @@ fn run_cuda<T: BackendTask>(_kind: BackendKind, _task: T) -> Result<T::Output, B
 #[cfg(feature = "cuda")]
 fn run_cuda<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
     use burn::tensor::{bf16, f16};
+    persist_kernel_caches();
     let device = burn::backend::cuda::CudaDevice::default();
     probe_cuda(&device)?;
-    Ok(match kind {
-        BackendKind::CudaBf16 => task.run::<CudaBackend<bf16>>(device, kind),
-        BackendKind::CudaF16 => task.run::<CudaBackend<f16>>(device, kind),
-        _ => task.run::<CudaBackend>(device, kind),
+    let fused = std::env::var("TINYGPT_CUDA_FUSION").map_or(true, |v| v != "0");
+    Ok(match (kind, fused) {
+        (BackendKind::CudaBf16, true) => task.run::<CudaBackend<bf16>>(device, kind),
+        (BackendKind::CudaF16, true) => task.run::<CudaBackend<f16>>(device, kind),
+        (_, true) => task.run::<CudaBackend>(device, kind),
+        (BackendKind::CudaBf16, false) => task.run::<UnfusedCudaBackend<bf16>>(device, kind),
+        (BackendKind::CudaF16, false) => task.run::<UnfusedCudaBackend<f16>>(device, kind),
+        (_, false) => task.run::<UnfusedCudaBackend>(device, kind),
     })
+}
+
+/// Where CubeCL keeps what a CUDA run compiles: `TINYGPT_KERNEL_CACHE`, else CubeCL's "target"
+/// location (the workspace's `target/`, or the user's cache directory, `~/.cache/cubecl`, outside
+/// a Cargo workspace).
+#[cfg(feature = "cuda")]
+pub fn kernel_cache_location() -> burn::cubecl::config::cache::CacheConfig {
+    use burn::cubecl::config::cache::CacheConfig;
+    match std::env::var_os("TINYGPT_KERNEL_CACHE") {
+        Some(dir) if !dir.is_empty() => CacheConfig::File(dir.into()),
+        _ => CacheConfig::Target,
+    }
+}
+
+/// Keeps the kernels nvrtc compiles (PTX) and the autotuner's choices on disk between runs, so
+/// only the first run on a machine pays for them (CubeCL keeps autotune results by default, and
+/// compiled kernels not at all). A `cubecl.toml` the user wrote, and `CUBECL_*` variables, still
+/// apply; a compilation cache set there wins.
+#[cfg(feature = "cuda")]
+fn persist_kernel_caches() {
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if CubeClRuntimeConfig::storage().lock().is_some() {
+            return; // already read by CubeCL: too late to change, and nothing to override
+        }
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if config.compilation.cache.is_none() {
+            config.compilation.cache = Some(kernel_cache_location());
+        }
+        if std::env::var_os("TINYGPT_KERNEL_CACHE").is_some() {
+            config.autotune.cache = kernel_cache_location();
+        }
+        CubeClRuntimeConfig::set(config);
+    });
 }
 
 /// Burn's CUDA runtime panics when the driver or device is missing; turn that into an error
