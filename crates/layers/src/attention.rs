@@ -37,7 +37,7 @@ pub fn causal_attention<B: Backend>(
         scores + bias
     };
     let weights = softmax(scores, 3);
-    crate::dropout::dropout(dropout, weights).matmul(v)
+    tinygpt_kernels::dropout(dropout, weights).matmul(v)
 }
 
 /// The keys and values of the positions an attention layer has seen, `[batch, heads, time,
@@ -73,7 +73,7 @@ pub fn fused_causal_attention<B: Backend>(
 ) -> Tensor<B, 3> {
     let qkv = match cache {
         // Without a cache, the CPU backends run one fused kernel (forward and backward).
-        None => match crate::flex_attention::attention(qkv, heads, dropout) {
+        None => match tinygpt_kernels::attention(qkv, heads, dropout) {
             Ok(out) => return out,
             Err(qkv) => qkv,
         },

@@ -1,7 +1,6 @@
 //! `FeedForward`: the per-position MLP, `Linear + ReLU` with an optional output projection.
 
 use crate::attention::KvCache;
-use crate::dropout::dropout;
 use crate::footprint::{linear_params, StepShape};
 use crate::linear::per_position;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
@@ -11,6 +10,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, Relu};
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
+use tinygpt_kernels::dropout;
 
 /// What a config writes. The tutorial's stage is `FeedForward(mult: 1, projection: false)`:
 /// `Linear(C, C) + ReLU`; gpt.py's is the default `FeedForward()`: `Linear(C, 4C) + ReLU +

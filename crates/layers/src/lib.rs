@@ -10,13 +10,8 @@ mod macros;
 
 pub mod attention;
 pub mod block;
-pub mod cpu_attention;
-pub mod cpu_math;
-pub mod dropout;
 pub mod exact;
 pub mod feedforward;
-pub mod flex;
-pub mod flex_attention;
 pub mod footprint;
 pub mod head;
 pub mod init;

@@ -1,7 +1,6 @@
 //! `MultiHeadAttention`: several causal attention heads in parallel, concatenated.
 
 use crate::attention::{fused_causal_attention, KvCache};
-use crate::dropout::dropout;
 use crate::footprint::{attention_activations, linear_params, StepShape};
 use crate::linear::per_position;
 use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
@@ -11,6 +10,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
+use tinygpt_kernels::dropout;
 
 /// What a config writes: `MultiHeadAttention(n_head: 4)`. `head_size` defaults to
 /// `d_input / n_head`; `projection` adds the output Linear (gpt.py's `proj`).

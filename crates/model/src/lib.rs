@@ -4,12 +4,11 @@
 //! embedding as wide as the vocabulary.
 
 mod config;
-mod flex_loss;
 mod model;
 mod sampling;
 
 pub use config::{LayerSummary, ModelConfig, ModelError, ModelSpec, ResolvedLayer};
 pub use model::{cross_entropy, plain_cross_entropy, GenerationCache, LanguageModel};
 pub use sampling::{Sampler, Sampling};
-pub use tinygpt_layers::flex::{cpu_kernels, set_cpu_kernels};
+pub use tinygpt_kernels::{cpu_kernels, set_cpu_kernels};
 pub use tinygpt_layers::{LayerSpec, StepShape, WeightInit, REGISTERED_LAYERS};

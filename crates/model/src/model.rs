@@ -223,12 +223,13 @@ fn last_position<B: Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
 /// associative, so Burn's `log_softmax` made training on ndarray irreproducible. Shifting by the
 /// detached row maximum is exact: the loss does not depend on the shift.
 ///
-/// On flex this runs as one fused kernel ([`crate::flex_loss`]), [`plain_cross_entropy`]
+/// On flex and ndarray this runs as one fused kernel ([`tinygpt_kernels::cross_entropy`]),
+/// [`plain_cross_entropy`]
 /// everywhere else.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [batch, time, vocab] = logits.dims();
     let logits = logits.reshape([batch * time, vocab]);
-    match crate::flex_loss::cross_entropy(logits, targets.reshape([batch * time])) {
+    match tinygpt_kernels::cross_entropy(logits, targets.reshape([batch * time])) {
         Ok(loss) => loss,
         Err((logits, targets)) => plain_cross_entropy(logits, targets),
     }

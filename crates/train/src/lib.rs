@@ -2,7 +2,6 @@
 //! any backend ([`trainer`]), checkpoint ([`checkpoint`]) and load runs back for generation.
 
 pub mod activity;
-pub mod adamw;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

@@ -40,7 +40,7 @@ impl MemoryEstimate {
         let step = StepShape {
             batch,
             time: model.block_size,
-            fused_attention: backend == BackendKind::Flex && tinygpt_model::cpu_kernels(),
+            fused_attention: backend.is_cpu() && tinygpt_model::cpu_kernels(),
         };
         Self {
             parameters,

@@ -2,7 +2,6 @@
 //! checkpoints and a final sample.
 
 use crate::activity::{self, Phase};
-use crate::adamw::FusedAdamW;
 use crate::checkpoint::{
     prune_step_checkpoints, step_checkpoint_path, write_atomic, Checkpoint, CheckpointMeta,
     BEST_CHECKPOINT, CHECKPOINT_DIR,
@@ -22,6 +21,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tinygpt_data::Split;
+use tinygpt_kernels::FusedAdamW;
 use tinygpt_model::{LanguageModel, Sampler, Sampling};
 use tinygpt_tokenizer::Tokenizer;
 

@@ -141,12 +141,12 @@ macro_rules! dispatched {
                 unsafe fn avx512($($arg: $ty),*) -> $ret { portable($($arg),*) }
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) -> $ret { portable($($arg),*) }
-                match $crate::cpu_math::simd_level() {
+                match $crate::simd::simd_level() {
                     // SAFETY: simd_level never exceeds what the CPU has.
-                    $crate::cpu_math::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::simd::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    $crate::cpu_math::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::cpu_math::SimdLevel::Baseline => {}
+                    $crate::simd::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::SimdLevel::Baseline => {}
                 }
             }
             portable($($arg),*)

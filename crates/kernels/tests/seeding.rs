@@ -8,7 +8,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::nn::DropoutConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use tinygpt_layers::dropout::dropout;
+use tinygpt_kernels::dropout;
 
 #[test]
 fn dropout_masks_follow_the_backend_seed() {

@@ -1,26 +1,27 @@
-//! AdamW whose update is one pass over each parameter on the flex backend, and Burn's `AdamW`
-//! on every other backend.
+//! AdamW whose update is one pass over each parameter on the host backends (flex, ndarray), and
+//! Burn's `AdamW` on every other backend.
 //!
 //! Burn's AdamW is about a dozen tensor operations per parameter per step (moment updates, bias
 //! corrections, square root, division, the update), each allocating and walking the whole
 //! tensor. [`FusedAdamW`] keeps Burn's optimizer state (`AdamWState`, so checkpoints are
-//! unchanged) and, on flex, computes the same f32 operations in the same order in one loop:
+//! unchanged) and, on flex and ndarray, computes the same f32 operations in the same order in one
+//! loop:
 //! the result is bit for bit Burn's (tested).
 
-use burn::backend::Flex;
+use crate::host::{cast, host_backend, Host, Mode};
+use burn::backend::{Flex, NdArray};
 use burn::optim::{
     AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer,
 };
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
-use tinygpt_layers::flex::{cast, flex_kernel_backend, FlexKind};
 
 /// Parameters smaller than this are updated on one thread: splitting costs more.
 const PARALLEL_MIN: usize = 1 << 16;
 
 /// AdamW without weight decay (the trainer applies decoupled decay itself, see
-/// [`crate::grads::apply_weight_decay`]).
+/// `tinygpt_train::grads::apply_weight_decay`).
 #[derive(Clone)]
 pub struct FusedAdamW {
     plain: AdamW,
@@ -45,17 +46,17 @@ impl FusedAdamW {
         }
     }
 
-    /// The update on flex tensors, as Burn's AdamW computes it.
-    fn flex_step<const D: usize>(
+    /// The update on a host backend's tensors, as Burn's AdamW computes it.
+    fn host_step<H: Backend, const D: usize>(
         &self,
         lr: LearningRate,
-        tensor: Tensor<Flex, D>,
-        grad: Tensor<Flex, D>,
-        state: Option<AdamWState<Flex, D>>,
-    ) -> (Tensor<Flex, D>, AdamWState<Flex, D>) {
+        tensor: Tensor<H, D>,
+        grad: Tensor<H, D>,
+        state: Option<AdamWState<H, D>>,
+    ) -> (Tensor<H, D>, AdamWState<H, D>) {
         let shape = tensor.shape();
         let device = tensor.device();
-        let values = |t: Tensor<Flex, D>| -> Vec<f32> {
+        let values = |t: Tensor<H, D>| -> Vec<f32> {
             t.into_data()
                 .into_vec::<f32>()
                 .expect("checked: an f32 tensor")
@@ -116,7 +117,7 @@ impl FusedAdamW {
                 .for_each(|(c, ((p, m), v))| update(c * chunk..c * chunk + p.len(), p, m, v));
         }
         let tensor = |values: Vec<f32>| {
-            Tensor::<Flex, D>::from_data(TensorData::new(values, shape.clone()), &device)
+            Tensor::<H, D>::from_data(TensorData::new(values, shape.clone()), &device)
         };
         let state = AdamWState::new(AdaptiveMomentumState::new(
             time,
@@ -140,7 +141,7 @@ struct Coefficients {
     epsilon: f32,
 }
 
-tinygpt_layers::dispatched! {
+crate::dispatched! {
     /// AdamW on one stretch of a parameter: new moments and the updated values, as Burn computes
     /// them. Zipped slices and the branch outside the loops, so the loops vectorise.
     fn update_slice(
@@ -186,7 +187,11 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        let fused = flex_kernel_backend::<B>() == Some(FlexKind::Inference)
+        let host = match host_backend::<B>() {
+            Some((host, Mode::Inference)) => Some(host),
+            _ => None,
+        };
+        let fused = host.is_some()
             && tensor.dtype() == DType::F32
             && grad.dtype() == DType::F32
             && state.as_ref().is_none_or(|s| {
@@ -197,8 +202,18 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdamW {
         if !fused {
             return self.plain.step(lr, tensor, grad, state);
         }
-        let (tensor, state) = self.flex_step::<D>(lr, cast(tensor), cast(grad), state.map(cast));
-        (cast(tensor), Some(cast(state)))
+        match host {
+            Some(Host::Flex) => {
+                let (tensor, state) =
+                    self.host_step::<Flex, D>(lr, cast(tensor), cast(grad), state.map(cast));
+                (cast(tensor), Some(cast(state)))
+            }
+            _ => {
+                let (tensor, state) =
+                    self.host_step::<NdArray, D>(lr, cast(tensor), cast(grad), state.map(cast));
+                (cast(tensor), Some(cast(state)))
+            }
+        }
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
@@ -213,7 +228,7 @@ mod tests {
 
     /// A `[300, 300]` tensor of pseudo-random values in `[-scale, scale)`, the same every time
     /// without the backend's process-wide generator, which tests running beside this one share.
-    fn fixed_random(stream: u64, scale: f32) -> Tensor<Flex, 2> {
+    fn fixed_random<H: Backend>(stream: u64, scale: f32) -> Tensor<H, 2> {
         let mut state = stream.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let values = (0..300 * 300)
             .map(|_| {
@@ -226,17 +241,17 @@ mod tests {
         Tensor::from_data(TensorData::new(values, [300, 300]), &Default::default())
     }
 
-    /// Five steps of the flex kernel or Burn's AdamW on the same parameter and gradients.
-    fn run(fused: bool) -> Vec<Vec<f32>> {
+    /// Five steps of the kernel or Burn's AdamW on the same parameter and gradients.
+    fn run<H: Backend>(fused: bool) -> Vec<Vec<f32>> {
         let optimizer = FusedAdamW::new(0.9, 0.95, 1e-8);
-        let mut param = fixed_random(0, 1.0);
+        let mut param = fixed_random::<H>(0, 1.0);
         let mut state = None;
         let mut history = Vec::new();
         for step in 0..5 {
-            let grad = fixed_random(step + 1, 0.1 * (step + 1) as f32);
+            let grad = fixed_random::<H>(step + 1, 0.1 * (step + 1) as f32);
             let lr = 1e-3 * (step + 1) as f64;
             (param, state) = if fused {
-                let (param, state) = optimizer.flex_step(lr, param, grad, state);
+                let (param, state) = optimizer.host_step(lr, param, grad, state);
                 (param, Some(state))
             } else {
                 optimizer.plain.step(lr, param, grad, state)
@@ -246,17 +261,22 @@ mod tests {
         history
     }
 
-    #[test]
-    fn fused_is_burns_adamw_bit_for_bit() {
+    fn fused_is_burns_adamw_bit_for_bit_on<H: Backend>() {
         // 90,000 elements: the parallel path.
-        let plain = run(false);
-        tinygpt_layers::cpu_math::at_every_simd_level(|level| {
+        let plain = run::<H>(false);
+        crate::simd::at_every_simd_level(|level| {
             assert!(
-                run(true) == plain,
+                run::<H>(true) == plain,
                 "the {level:?} update differs from Burn's"
             );
         });
-        // And `step` takes the kernel on flex (the optimizer's backend is autodiff's inner one).
-        assert_eq!(flex_kernel_backend::<Flex>(), Some(FlexKind::Inference));
+        // And `step` takes the kernel (the optimizer's backend is autodiff's inner one).
+        assert!(matches!(host_backend::<H>(), Some((_, Mode::Inference))));
+    }
+
+    #[test]
+    fn fused_is_burns_adamw_bit_for_bit() {
+        fused_is_burns_adamw_bit_for_bit_on::<Flex>();
+        fused_is_burns_adamw_bit_for_bit_on::<NdArray>();
     }
 }

@@ -7,9 +7,9 @@
 //! pass; on the CPU backends each one allocates, walks strided views element by element and
 //! records an autodiff node. Here one (batch, head) task keeps its `time x time` weights in cache
 //! and reads the queries, keys and values where the projection left them, through strides.
-//! [`crate::flex_attention`] plugs it into Burn; this file knows nothing of Burn.
+//! [`crate::ops::attention`] plugs it into Burn; this file knows nothing of Burn.
 
-use crate::cpu_math;
+use crate::simd;
 use rayon::prelude::*;
 
 /// The sizes of one attention call.
@@ -113,7 +113,7 @@ pub fn forward(
             // SAFETY: every view stays inside qkv, probs and out (HeadView's offsets), and this
             // task's output columns are written by no other task.
             unsafe { matmul(square(probs, t), view.q(qkv), view.k(qkv).t(), dims.scale()) };
-            cpu_math::softmax_rows(probs, t, true, &mut []);
+            simd::softmax_rows(probs, t, true, &mut []);
             let applied: &mut [f32] = match dropout {
                 None => probs,
                 Some(dropout) => {
@@ -189,7 +189,7 @@ pub fn backward(
                     }
                 }
             }
-            cpu_math::softmax_backward_rows(probs, grad_scores, t, true);
+            simd::softmax_backward_rows(probs, grad_scores, t, true);
             let grad_scores = square(grad_scores, t);
             unsafe {
                 matmul(
@@ -462,7 +462,7 @@ mod tests {
 
     #[test]
     fn forward_matches_the_textbook_formula() {
-        crate::cpu_math::at_every_simd_level(|_| forward_matches_the_textbook_formula_here());
+        crate::simd::at_every_simd_level(|_| forward_matches_the_textbook_formula_here());
     }
 
     fn forward_matches_the_textbook_formula_here() {
@@ -482,7 +482,7 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
-        crate::cpu_math::at_every_simd_level(|_| backward_matches_finite_differences_here());
+        crate::simd::at_every_simd_level(|_| backward_matches_finite_differences_here());
     }
 
     fn backward_matches_finite_differences_here() {

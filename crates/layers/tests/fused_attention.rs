@@ -1,0 +1,145 @@
+//! The fused attention kernel (`tinygpt_kernels`) against this crate's plain tensor-op attention,
+//! on both backends it serves, at every SIMD level the machine has: the same outputs and the same
+//! gradients, with and without dropout on the weights.
+
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::nn::DropoutConfig;
+use burn::tensor::{Bool, Distribution, Tensor, TensorData};
+use tinygpt_kernels::attention::{AttentionDims, WeightDropout};
+use tinygpt_kernels::host::HostBackend;
+use tinygpt_kernels::ops::attention::attention_with_dropout;
+use tinygpt_kernels::simd::at_every_simd_level;
+use tinygpt_layers::attention::{merge_heads, plain_causal_attention, split_heads};
+// Not Burn's softmax: its gradient goes through ndarray's reciprocal estimate (see `exact`).
+use tinygpt_layers::exact::softmax;
+
+/// Plain tensor-op attention with an explicit `[batch, heads, time, time]` dropout mask.
+fn with_mask<H: HostBackend>(
+    qkv: Tensor<Autodiff<H>, 3>,
+    heads: usize,
+    mask: Vec<f32>,
+) -> Tensor<Autodiff<H>, 3> {
+    let [q, k, v]: [Tensor<Autodiff<H>, 3>; 3] = qkv.chunk(3, 2).try_into().expect("three parts");
+    let (q, k, v) = (
+        split_heads(q, heads),
+        split_heads(k, heads),
+        split_heads(v, heads),
+    );
+    let [batch, _, time, head_size] = q.dims();
+    let device = q.device();
+    let future = Tensor::<Autodiff<H>, 2, Bool>::tril_mask([time, time], 0, &device);
+    let bias = Tensor::<Autodiff<H>, 2>::zeros([time, time], &device)
+        .mask_fill(future, f32::NEG_INFINITY)
+        .unsqueeze::<4>();
+    let scores = q.matmul(k.swap_dims(2, 3)) * (head_size as f64).powf(-0.5) + bias;
+    let mask = Tensor::<Autodiff<H>, 4>::from_data(
+        TensorData::new(mask, [batch, heads, time, time]),
+        &device,
+    );
+    merge_heads((softmax(scores, 3) * mask).matmul(v))
+}
+
+/// (output, d loss / d qkv) for loss = sum(output * weights).
+fn run<H: HostBackend>(
+    qkv: &Tensor<Autodiff<H>, 3>,
+    weights: &Tensor<Autodiff<H>, 3>,
+    attend: impl Fn(Tensor<Autodiff<H>, 3>) -> Tensor<Autodiff<H>, 3>,
+) -> (TensorData, TensorData) {
+    let qkv = qkv.clone().detach().require_grad();
+    let out = attend(qkv.clone());
+    let grads = (out.clone() * weights.clone()).sum().backward();
+    let grad = qkv.grad(&grads).expect("qkv requires grad");
+    (out.into_data(), grad.into_data())
+}
+
+fn assert_close(fused: &TensorData, plain: &TensorData, what: &str) {
+    let (a, b) = (
+        fused.to_vec::<f32>().unwrap(),
+        plain.to_vec::<f32>().unwrap(),
+    );
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "{what}: fused and plain differ by {worst}");
+}
+
+fn random<H: HostBackend>(dims: [usize; 3]) -> Tensor<Autodiff<H>, 3> {
+    Tensor::random(dims, Distribution::Normal(0.0, 1.0), &Default::default())
+}
+
+fn values_and_gradients_agree<H: HostBackend>() {
+    let no_dropout = DropoutConfig::new(0.0).init();
+    // Shapes of head.ron (1 head), transformer.ron and nanogpt_cpu.ron-like sizes, and T = 1.
+    for (batch, time, heads, head_size) in
+        [(3, 8, 1, 16), (4, 8, 4, 8), (2, 64, 4, 32), (2, 1, 2, 4)]
+    {
+        let width3 = 3 * heads * head_size;
+        let (qkv, weights) = (
+            random::<H>([batch, time, width3]),
+            random::<H>([batch, time, width3 / 3]),
+        );
+        let fused = run(&qkv, &weights, |x| {
+            tinygpt_kernels::attention(x, heads, &no_dropout)
+                .unwrap_or_else(|_| panic!("the backend runs the kernel"))
+        });
+        let plain = run(&qkv, &weights, |x| {
+            plain_causal_attention(x, heads, &no_dropout, None)
+        });
+        assert_close(&fused.0, &plain.0, "output");
+        assert_close(&fused.1, &plain.1, "gradient");
+
+        // Inference (no autodiff) takes the kernel too.
+        let inner = qkv.clone().inner();
+        let fused = tinygpt_kernels::attention(inner.clone(), heads, &no_dropout)
+            .unwrap_or_else(|_| panic!("the backend runs the kernel"));
+        let plain = plain_causal_attention(inner, heads, &no_dropout, None);
+        assert_close(&fused.into_data(), &plain.into_data(), "inference output");
+    }
+}
+
+#[test]
+fn fused_and_plain_agree_on_values_and_gradients() {
+    at_every_simd_level(|_| {
+        values_and_gradients_agree::<Flex>();
+        values_and_gradients_agree::<NdArray>();
+    });
+}
+
+fn dropout_is_the_plain_path_with_the_kernels_mask<H: HostBackend>() {
+    let (batch, time, heads, head_size) = (3, 16, 2, 8);
+    let (qkv, weights) = (
+        random::<H>([batch, time, 3 * heads * head_size]),
+        random::<H>([batch, time, heads * head_size]),
+    );
+    // A fixed seed: the backend's generator is shared with the tests running beside this one.
+    let dropout = WeightDropout {
+        seed: 0x5eed_d20f,
+        keep: 0.8,
+    };
+    let fused = run(&qkv, &weights, |x| {
+        attention_with_dropout(x, heads, Some(dropout))
+    });
+    let mask = dropout.mask(AttentionDims {
+        batch,
+        time,
+        heads,
+        head_size,
+    });
+    let zeroed = mask
+        .iter()
+        .enumerate()
+        .filter(|(i, &m)| i % time <= (i / time) % time && m == 0.0)
+        .count();
+    assert!(zeroed > 0, "a 0.2 dropout zeroes some weights");
+    let plain = run(&qkv, &weights, |x| with_mask(x, heads, mask.clone()));
+    assert_close(&fused.0, &plain.0, "output");
+    assert_close(&fused.1, &plain.1, "gradient");
+}
+
+#[test]
+fn fused_dropout_is_the_plain_path_with_the_kernels_mask() {
+    dropout_is_the_plain_path_with_the_kernels_mask::<Flex>();
+    dropout_is_the_plain_path_with_the_kernels_mask::<NdArray>();
+}
