@@ -10,9 +10,17 @@ use burn::tensor::{backend::Backend, Tensor};
 /// computes one weight gradient per batch element (`[batch, d_in, d_out]`) and then sums them
 /// (30% of a `transformer.ron` training step on flex, and `batch` times the weight's memory); on a
 /// matrix it is one matmul.
+///
+/// On ndarray the product runs through [`tinygpt_kernels::linear`] (gemm on every core).
 pub fn per_position<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [batch, time, d_in] = x.dims();
-    let out = linear.forward(x.reshape([batch * time, d_in]));
+    let x = x.reshape([batch * time, d_in]);
+    let inputs = (
+        x,
+        linear.weight.val(),
+        linear.bias.as_ref().map(|b| b.val()),
+    );
+    let out = tinygpt_kernels::linear(inputs).unwrap_or_else(|(x, _, _)| linear.forward(x));
     let d_out = out.dims()[1];
     out.reshape([batch, time, d_out])
 }
@@ -20,15 +28,16 @@ pub fn per_position<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::{Autodiff, Flex, NdArray};
     use burn::nn::LinearConfig;
+    use burn::tensor::backend::AutodiffBackend;
     use burn::tensor::Distribution;
 
-    #[test]
-    fn same_values_and_gradients_as_forward() {
-        type B = Autodiff<Flex>;
+    /// `per_position` (on ndarray: the gemm kernel) against Burn's own `Linear::forward` on the
+    /// 3-D input: output, and the gradients of input, weight and bias.
+    fn same_values_and_gradients_on<B: AutodiffBackend>(bias: bool) {
         let device = Default::default();
-        let linear = LinearConfig::new(6, 5).init::<B>(&device);
+        let linear = LinearConfig::new(6, 5).with_bias(bias).init::<B>(&device);
         let x = Tensor::<B, 3>::random([3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
         let run = |matrix: bool| {
             let x = x.clone().detach().require_grad();
@@ -39,12 +48,39 @@ mod tests {
             };
             let grads = (out.clone() * out.clone()).sum().backward();
             let weight = linear.weight.grad(&grads).unwrap().into_data();
-            (out.into_data(), x.grad(&grads).unwrap().into_data(), weight)
+            let bias = linear
+                .bias
+                .as_ref()
+                .map(|b| b.grad(&grads).unwrap().into_data());
+            (
+                out.into_data(),
+                x.grad(&grads).unwrap().into_data(),
+                weight,
+                bias,
+            )
         };
         let (a, b) = (run(true), run(false));
         let tolerance = burn::tensor::Tolerance::<f32>::absolute(1e-5);
         a.0.assert_approx_eq::<f32>(&b.0, tolerance);
         a.1.assert_approx_eq::<f32>(&b.1, tolerance);
         a.2.assert_approx_eq::<f32>(&b.2, tolerance);
+        if let (Some(a), Some(b)) = (a.3, b.3) {
+            a.assert_approx_eq::<f32>(&b, tolerance);
+        }
+    }
+
+    #[test]
+    fn same_values_and_gradients_as_forward() {
+        for bias in [true, false] {
+            same_values_and_gradients_on::<Autodiff<Flex>>(bias);
+            same_values_and_gradients_on::<Autodiff<NdArray>>(bias);
+        }
+        // ndarray takes the kernel; everything else keeps Burn's Linear.
+        let x = Tensor::<NdArray, 2>::zeros([2, 3], &Default::default());
+        let w = Tensor::<NdArray, 2>::zeros([3, 4], &Default::default());
+        assert!(tinygpt_kernels::linear((x, w, None)).is_ok());
+        let x = Tensor::<Flex, 2>::zeros([2, 3], &Default::default());
+        let w = Tensor::<Flex, 2>::zeros([3, 4], &Default::default());
+        assert!(tinygpt_kernels::linear((x, w, None)).is_err());
     }
 }

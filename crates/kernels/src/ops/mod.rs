@@ -3,3 +3,4 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod linear;
