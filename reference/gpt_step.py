@@ -11,6 +11,10 @@ A step is forward + backward + AdamW on one fixed random batch, as `tinygpt benc
         --block-size 64 --batch-size 12 --dropout 0                    # nanogpt_cpu.ron's
     python3 reference/gpt_step.py --device cpu --threads 2 --bigram --block-size 8 --batch-size 32
 
+`--attention sdpa` writes the attention the way nanoGPT's `model.py` does (one fused projection,
+`F.scaled_dot_product_attention(is_causal=True)`), which is what a PyTorch user runs today; the
+default is the tutorial's gpt.py (explicit mask, softmax and dropout). The model is the same.
+
 Prints one JSON object (median ms/step, tokens/s). Needs only `pip install torch`.
 """
 import argparse
@@ -24,9 +28,11 @@ import torch.nn.functional as F
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd, n_head, block_size, dropout):
+    def __init__(self, n_embd, n_head, block_size, dropout, sdpa=False):
         super().__init__()
         self.n_head = n_head
+        self.sdpa = sdpa
+        self.dropout = dropout
         self.ln1 = nn.LayerNorm(n_embd)
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd)
@@ -46,6 +52,11 @@ class Block(nn.Module):
         q, k, v = self.qkv(x).split(c, dim=2)
         heads = lambda z: z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
         q, k, v = heads(q), heads(k), heads(v)
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
+            return self.proj_dropout(self.proj(y.transpose(1, 2).contiguous().view(b, t, c)))
         w = q @ k.transpose(-2, -1) * (c // self.n_head) ** -0.5
         w = w.masked_fill(self.tril[:t, :t] == 0, float("-inf"))
         w = self.attn_dropout(F.softmax(w, dim=-1))
@@ -70,12 +81,12 @@ class Bigram(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab, n_embd, n_head, n_layer, block_size, dropout):
+    def __init__(self, vocab, n_embd, n_head, n_layer, block_size, dropout, sdpa=False):
         super().__init__()
         self.tok = nn.Embedding(vocab, n_embd)
         self.pos = nn.Embedding(block_size, n_embd)
         self.blocks = nn.Sequential(
-            *[Block(n_embd, n_head, block_size, dropout) for _ in range(n_layer)]
+            *[Block(n_embd, n_head, block_size, dropout, sdpa) for _ in range(n_layer)]
         )
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab)
@@ -111,6 +122,12 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--bigram", action="store_true", help="time bigram.ron's model instead")
     p.add_argument(
+        "--attention",
+        choices=["gpt", "sdpa"],
+        default="gpt",
+        help="gpt.py's explicit attention, or nanoGPT model.py's scaled_dot_product_attention",
+    )
+    p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (warm-up steps compile it)"
     )
     a = p.parse_args()
@@ -121,7 +138,9 @@ def main():
     if a.bigram:
         model = Bigram(a.vocab).to(device)
     else:
-        model = GPT(a.vocab, a.n_embd, a.n_head, a.n_layer, a.block_size, a.dropout).to(device)
+        model = GPT(
+            a.vocab, a.n_embd, a.n_head, a.n_layer, a.block_size, a.dropout, a.attention == "sdpa"
+        ).to(device)
     params = sum(p.numel() for p in model.parameters())
     if a.compile:
         model = torch.compile(model)

@@ -1,6 +1,8 @@
 //! `cargo xtask bench [--vs-pytorch [--no-compile]]`: median training-step time of each config on
 //! each backend, as one table; with `--vs-pytorch`, PyTorch eager and `torch.compile` on the same
-//! shapes, interleaved with ours, and ratios.
+//! shapes, interleaved with ours, and ratios. "PyTorch" is the faster of two formulations of the
+//! same model: the tutorial's gpt.py attention and nanoGPT model.py's
+//! `scaled_dot_product_attention` (`reference/gpt_step.py --attention gpt|sdpa`).
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -50,7 +52,7 @@ pub struct BenchArgs {
 impl BenchArgs {
     pub fn parse(args: Vec<String>) -> Result<Self> {
         let mut parsed = BenchArgs {
-            backends: vec!["ndarray".into(), "flex".into()],
+            backends: vec!["flex".into(), "ndarray".into()],
             vs_pytorch: false,
             compile: true,
             python: std::env::var("TINYGPT_PYTHON").unwrap_or_else(|_| "python3".into()),
@@ -108,13 +110,34 @@ fn run_json(command: &mut Command) -> Result<Timing> {
     serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
 }
 
-/// PyTorch's step on `ours`'s shapes: eager, or `torch.compile`d (its warm-up steps compile).
+/// PyTorch's step on `ours`'s shapes, eager or `torch.compile`d (its warm-up steps compile): the
+/// faster of gpt.py's and model.py's attention, and which one that was.
 fn pytorch(
     args: &BenchArgs,
     root: &Path,
     ours: &Timing,
     steps: usize,
     compile: bool,
+) -> Result<(Timing, &'static str)> {
+    let gpt = pytorch_style(args, root, ours, steps, compile, "gpt")?;
+    if ours.shape.as_ref().is_some_and(|s| s.bigram) {
+        return Ok((gpt, "bigram"));
+    }
+    let sdpa = pytorch_style(args, root, ours, steps, compile, "sdpa")?;
+    Ok(if sdpa.median_ms < gpt.median_ms {
+        (sdpa, "model.py")
+    } else {
+        (gpt, "gpt.py")
+    })
+}
+
+fn pytorch_style(
+    args: &BenchArgs,
+    root: &Path,
+    ours: &Timing,
+    steps: usize,
+    compile: bool,
+    attention: &str,
 ) -> Result<Timing> {
     let shape = ours
         .shape
@@ -135,7 +158,8 @@ fn pytorch(
             .args(["--n-embd", &shape.n_embd.to_string()])
             .args(["--n-head", &shape.n_head.to_string()])
             .args(["--n-layer", &shape.blocks.to_string()])
-            .args(["--dropout", &shape.dropout.to_string()]);
+            .args(["--dropout", &shape.dropout.to_string()])
+            .args(["--attention", attention]);
     }
     if compile {
         command.arg("--compile");
@@ -172,11 +196,11 @@ pub fn run(root: &Path, binary: &Path, args: BenchArgs) -> Result<()> {
             }
             rows.push((config.clone(), backend.clone(), ours));
         }
-        if let Some(t) = torch {
-            rows.push((config.clone(), "pytorch".into(), t));
+        if let Some((t, style)) = torch {
+            rows.push((config.clone(), format!("pytorch ({style})"), t));
         }
-        if let Some(t) = compiled {
-            rows.push((config.clone(), "pytorch-compile".into(), t));
+        if let Some((t, style)) = compiled {
+            rows.push((config.clone(), format!("pytorch-compile ({style})"), t));
         }
     }
     let mut table = String::from(
@@ -186,7 +210,7 @@ pub fn run(root: &Path, binary: &Path, args: BenchArgs) -> Result<()> {
         let ratio_to = |reference: &str| {
             let theirs = rows
                 .iter()
-                .find(|(c, b, _)| c == config && b == reference)
+                .find(|(c, b, _)| c == config && b.starts_with(&format!("{reference} (")))
                 .map(|(_, _, r)| r.median_ms);
             match theirs {
                 Some(r) if !backend.starts_with("pytorch") => format!("{:.2}×", r / t.median_ms),

@@ -77,7 +77,7 @@ pub struct LadderArgs {
 impl LadderArgs {
     pub fn parse(args: Vec<String>) -> Result<Self> {
         let mut parsed = LadderArgs {
-            backend: "ndarray".into(),
+            backend: "flex".into(),
             out: None,
             configs: STAGES.iter().map(|s| s.to_string()).collect(),
             seeds: Vec::new(),

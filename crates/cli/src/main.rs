@@ -37,7 +37,7 @@ enum Command {
     Info {
         /// A RON config, e.g. configs/transformer.ron.
         config: PathBuf,
-        /// The backend to estimate memory for [default: ndarray].
+        /// The backend to estimate memory for [default: flex].
         #[arg(long)]
         backend: Option<BackendKind>,
     },
@@ -57,7 +57,7 @@ struct BenchArgs {
     skip_memory_check: bool,
     /// A RON config, e.g. configs/gpt.ron.
     config: PathBuf,
-    #[arg(long, default_value = "ndarray")]
+    #[arg(long, default_value = "flex")]
     backend: BackendKind,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 20)]
@@ -94,8 +94,8 @@ struct TrainArgs {
     /// Continue an interrupted run from its newest checkpoint (its config comes along).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "seed"])]
     resume: Option<PathBuf>,
-    /// Where the computation runs: ndarray or flex (CPU), or cuda / cuda-bf16 / cuda-f16 (needs
-    /// the `cuda` feature) [default: ndarray; with --resume, the backend the run trained on].
+    /// Where the computation runs: flex or ndarray (CPU), or cuda / cuda-bf16 / cuda-f16 (needs
+    /// the `cuda` feature) [default: flex; with --resume, the backend the run trained on].
     #[arg(long)]
     backend: Option<BackendKind>,
     /// Run directory [default: runs/<config name>, or runs/<config name>-N if that holds a run].
@@ -136,8 +136,8 @@ struct GenerateArgs {
     top_p: Option<f64>,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Where the computation runs: ndarray, flex, cuda, cuda-bf16 or cuda-f16 [default: the
-    /// backend the run trained on, if this build has it; else ndarray].
+    /// Where the computation runs: flex, ndarray, cuda, cuda-bf16 or cuda-f16 [default: the
+    /// backend the run trained on, if this build has it; else flex].
     #[arg(long)]
     backend: Option<BackendKind>,
 }

@@ -50,7 +50,7 @@ fn train_then_generate() {
     let out = tinygpt(&["train", &config, "--quiet"], dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("done: 40 steps on ndarray"), "{stdout}");
+    assert!(stdout.contains("done: 40 steps on flex"), "{stdout}");
     assert!(dir
         .path()
         .join("runs/small/checkpoints/step-0000040.ckpt")

@@ -159,7 +159,7 @@ mod tests {
             d_out: 4,
         };
         let values = |n: usize, seed: f32| -> Vec<f32> {
-            (0..n).map(|i| ((i as f32 * 0.37 + seed).sin())).collect()
+            (0..n).map(|i| (i as f32 * 0.37 + seed).sin()).collect()
         };
         let (x, w, b, dy) = (
             values(15, 0.1),

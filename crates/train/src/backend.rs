@@ -8,9 +8,9 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendKind {
     /// Burn's ndarray CPU backend (multi-threaded, SIMD).
-    #[default]
     NdArray,
-    /// Burn's pure-Rust `flex` CPU backend.
+    /// Burn's pure-Rust `flex` CPU backend: the fastest on the CPU, so the default.
+    #[default]
     Flex,
     /// NVIDIA GPUs through CUDA (needs the `cuda` cargo feature and a driver at run time).
     Cuda,
