@@ -2,8 +2,8 @@
 //! each behind a pre-LayerNorm residual connection.
 
 use crate::attention::KvCache;
+use crate::context::{LayerContext, LayerError};
 use crate::footprint::StepShape;
-use crate::registry::{LayerContext, LayerError};
 use crate::{
     FeedForward, FeedForwardConfig, FeedForwardSpec, LayerNorm, LayerNormConfig,
     MultiHeadAttention, MultiHeadAttentionConfig, MultiHeadAttentionSpec,

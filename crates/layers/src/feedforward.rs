@@ -1,9 +1,9 @@
 //! `FeedForward`: the per-position MLP, `Linear + ReLU` with an optional output projection.
 
 use crate::attention::KvCache;
+use crate::context::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::footprint::{linear_params, StepShape};
 use crate::linear::per_position;
-use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
 use burn::module::Module;

@@ -1,9 +1,9 @@
 //! `Head`: one head of causal self-attention, the tutorial's first attention layer.
 
 use crate::attention::{fused_causal_attention, KvCache};
+use crate::context::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::footprint::{attention_activations, linear_params, StepShape};
 use crate::linear::per_position;
-use crate::registry::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::WeightInit;
 use burn::config::Config;
 use burn::module::Module;

@@ -2,8 +2,8 @@
 //! and shifts them (gpt.py's `ln_f`, and inside every `Block`).
 
 use crate::attention::KvCache;
+use crate::context::{LayerContext, LayerError};
 use crate::footprint::StepShape;
-use crate::registry::{LayerContext, LayerError};
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};

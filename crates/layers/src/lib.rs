@@ -10,6 +10,7 @@ mod macros;
 
 pub mod attention;
 pub mod block;
+pub mod context;
 pub mod exact;
 pub mod feedforward;
 pub mod footprint;
@@ -22,13 +23,14 @@ pub mod registry;
 
 pub use attention::KvCache;
 pub use block::{Block, BlockConfig, BlockSpec};
+pub use context::{LayerContext, LayerError};
 pub use feedforward::{FeedForward, FeedForwardConfig, FeedForwardSpec};
 pub use footprint::StepShape;
 pub use head::{Head, HeadConfig, HeadSpec};
 pub use init::WeightInit;
 pub use layernorm::{LayerNorm, LayerNormConfig, LayerNormSpec};
 pub use multihead::{MultiHeadAttention, MultiHeadAttentionConfig, MultiHeadAttentionSpec};
-pub use registry::{Layer, LayerConfig, LayerContext, LayerError, LayerSpec, REGISTERED_LAYERS};
+pub use registry::{Layer, LayerConfig, LayerSpec, REGISTERED_LAYERS};
 
 #[cfg(test)]
 pub(crate) mod test_util {

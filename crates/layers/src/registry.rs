@@ -13,7 +13,8 @@
 // are built once and kept in a Vec, so boxing the large variants would buy nothing.
 #![allow(clippy::large_enum_variant)]
 
-use crate::{block, feedforward, head, layernorm, multihead, WeightInit};
+use crate::context::{LayerContext, LayerError};
+use crate::{block, feedforward, head, layernorm, multihead};
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
@@ -24,73 +25,6 @@ layer_registry! {
     FeedForward => feedforward::FeedForwardSpec, feedforward::FeedForwardConfig, feedforward::FeedForward,
     Block => block::BlockSpec, block::BlockConfig, block::Block,
     LayerNorm => layernorm::LayerNormSpec, layernorm::LayerNormConfig, layernorm::LayerNorm,
-}
-
-/// What every layer may depend on besides its own settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LayerContext {
-    /// The model's embedding width.
-    pub n_embd: usize,
-    /// The longest context the model sees.
-    pub block_size: usize,
-    /// The model's default dropout probability; a layer's own `dropout` overrides it.
-    pub dropout: f64,
-    pub init: WeightInit,
-}
-
-impl LayerContext {
-    #[cfg(test)]
-    pub(crate) fn for_tests(n_embd: usize) -> Self {
-        Self {
-            n_embd,
-            block_size: 8,
-            dropout: 0.0,
-            init: WeightInit::PyTorch,
-        }
-    }
-}
-
-/// A layer's settings that cannot work.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum LayerError {
-    #[error("{layer}: {reason}")]
-    Invalid { layer: &'static str, reason: String },
-}
-
-impl LayerError {
-    /// Prefixes the enclosing layer's name: "Block: MultiHeadAttention: ...".
-    pub(crate) fn within(self, outer: &'static str) -> Self {
-        match self {
-            LayerError::Invalid { layer, reason } => LayerError::Invalid {
-                layer: outer,
-                reason: format!("{layer}: {reason}"),
-            },
-        }
-    }
-}
-
-pub(crate) fn check_positive(
-    layer: &'static str,
-    field: &str,
-    value: usize,
-) -> Result<(), LayerError> {
-    if value == 0 {
-        return Err(LayerError::Invalid {
-            layer,
-            reason: format!("{field} must be at least 1, got 0"),
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn check_dropout(layer: &'static str, p: f64) -> Result<(), LayerError> {
-    if !(0.0..1.0).contains(&p) {
-        return Err(LayerError::Invalid {
-            layer,
-            reason: format!("dropout must be in [0, 1), got {p}"),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
