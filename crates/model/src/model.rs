@@ -17,6 +17,12 @@ pub struct LanguageModel<B: Backend> {
     pub block_size: usize,
 }
 
+/// `embedding.forward(ids)`; on ndarray through [`tinygpt_kernels::embedding`].
+fn lookup<B: Backend>(embedding: &Embedding<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    tinygpt_kernels::embedding(embedding.weight.val(), ids)
+        .unwrap_or_else(|(_, ids)| embedding.forward(ids))
+}
+
 impl<B: Backend> LanguageModel<B> {
     /// `[batch, time]` token ids (time ≤ block_size) -> `[batch, time, vocab_size]` logits.
     pub fn forward(&self, idx: Tensor<B, 2, Int>) -> Tensor<B, 3> {
@@ -37,13 +43,13 @@ impl<B: Backend> LanguageModel<B> {
             self.block_size
         );
         let device = idx.device();
-        let x = self.token_embedding.forward(idx);
+        let x = lookup(&self.token_embedding, idx);
         match &self.position_embedding {
             Some(position_embedding) => {
                 let positions =
                     Tensor::<B, 1, Int>::arange(start as i64..(start + time) as i64, &device)
                         .unsqueeze::<2>();
-                x + position_embedding.forward(positions)
+                x + lookup(position_embedding, positions)
             }
             None => x,
         }

@@ -3,4 +3,5 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod embedding;
 pub mod linear;

@@ -1,5 +1,7 @@
-//! The fused cross-entropy kernel (`tinygpt_kernels`) against this crate's plain tensor-op loss,
-//! on both backends it serves, at every SIMD level the machine has: the same loss and gradient.
+//! The model's fused kernels (`tinygpt_kernels`) against their plain forms: the cross-entropy
+//! against this crate's tensor-op loss on both backends it serves, at every SIMD level the machine
+//! has (same loss and gradient), and the embedding lookup against Burn's `Embedding` on ndarray
+//! (same rows and table gradient, repeated tokens included).
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
@@ -58,4 +60,36 @@ fn fused_and_plain_agree_on_loss_and_gradient() {
         loss_and_gradient_agree::<Flex>();
         loss_and_gradient_agree::<NdArray>();
     });
+}
+
+#[test]
+fn fused_embedding_is_burns_embedding() {
+    use burn::nn::EmbeddingConfig;
+    type B = Autodiff<NdArray>;
+    let device = Default::default();
+    let embedding = EmbeddingConfig::new(11, 6).init::<B>(&device);
+    // Token 3 three times: its row's gradient sums three positions.
+    let ids: Vec<i64> = vec![3, 0, 10, 3, 7, 3, 1, 2];
+    let ids = || Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [2, 4]), &device);
+    let weights = Tensor::<B, 3>::random([2, 4, 6], Distribution::Normal(0.0, 1.0), &device);
+    let run = |fused: bool| {
+        let out = if fused {
+            tinygpt_kernels::embedding(embedding.weight.val(), ids())
+                .unwrap_or_else(|_| panic!("ndarray runs the kernel"))
+        } else {
+            embedding.forward(ids())
+        };
+        let grads = (out.clone() * weights.clone()).sum().backward();
+        let grad = embedding.weight.grad(&grads).unwrap().into_data();
+        (out.into_data(), grad)
+    };
+    let (fused, plain) = (run(true), run(false));
+    assert_eq!(fused.0, plain.0, "rows are copied exactly");
+    assert!(max_difference(fused.1, plain.1) < 1e-6, "table gradient");
+    // Generation (no autodiff) takes it too; flex keeps Burn's own lookup.
+    let inner = embedding.weight.val().inner();
+    assert!(tinygpt_kernels::embedding(inner, ids().inner()).is_ok());
+    let flex = Tensor::<Flex, 2>::zeros([11, 6], &Default::default());
+    let flex_ids = Tensor::<Flex, 2, Int>::zeros([1, 2], &Default::default());
+    assert!(tinygpt_kernels::embedding(flex, flex_ids).is_err());
 }
