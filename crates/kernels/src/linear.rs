@@ -5,6 +5,11 @@
 //! flex already multiplies through `gemm`; ndarray's matmul (the `matrixmultiply` crate, AVX2
 //! at most and one thread for a plain matrix product) was 46% of a nanogpt_cpu training step.
 
+/// Products smaller than this many multiply-adds run on one thread: waking the pool costs more
+/// (transformer.ron's 256 × 32 × 96 products spent 15% of an ndarray step in rayon's sleep and
+/// wake-up calls).
+const PARALLEL_MIN_MACS: usize = 1 << 21;
+
 /// `dst[m × n] (+)= lhs[m × k] · rhs[k × n]`, row-major, either operand read transposed.
 #[allow(clippy::too_many_arguments)]
 fn gemm_row_major(
@@ -52,7 +57,11 @@ fn gemm_row_major(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if m * n * k < PARALLEL_MIN_MACS {
+                gemm::Parallelism::None
+            } else {
+                gemm::Parallelism::Rayon(0)
+            },
         );
     }
 }
