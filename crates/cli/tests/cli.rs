@@ -195,9 +195,10 @@ fn train_then_signal(dir: &Path, args: &[&str], run: &str, signal: &str) -> Outp
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let first = dir.join(run).join("checkpoints/step-0000000.ckpt");
+    // Any step's checkpoint: a fast run may have pruned step 0's before the first look.
+    let run_dir = dir.join(run);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !first.exists() {
+    while tinygpt_train::checkpoint::list_step_checkpoints(&run_dir).is_empty() {
         assert!(Instant::now() < deadline, "no first checkpoint");
         std::thread::sleep(Duration::from_millis(20));
     }

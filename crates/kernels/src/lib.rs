@@ -2,8 +2,8 @@
 //!
 //! The kernels work on plain `f32` slices and know nothing of Burn: causal self-attention with
 //! its backward pass ([`attention`]), cross-entropy ([`cross_entropy`]), the AdamW update
-//! ([`adamw`]), a Linear layer's matrix products ([`linear`]), embedding lookups
-//! ([`ops::embedding`]) and dropout masks drawn on every core ([`dropout`]), all built on the row
+//! ([`adamw`]), a Linear layer's matrix products ([`linear`]), layer normalisation
+//! ([`layer_norm`]), embedding lookups ([`ops::embedding`]) and dropout masks drawn on every core ([`dropout`]), all built on the row
 //! math in
 //! [`simd`], which picks AVX-512, AVX2 or the baseline at run time and computes the same values on
 //! each. [`host`] binds them to the Burn backends whose tensors live in host memory, one module
@@ -21,6 +21,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod host;
+pub mod layer_norm;
 pub mod linear;
 pub mod ops;
 pub mod simd;
@@ -31,4 +32,5 @@ pub use host::{cpu_kernels, host_backend, set_cpu_kernels, Host, Mode};
 pub use ops::attention::attention;
 pub use ops::cross_entropy::cross_entropy;
 pub use ops::embedding::embedding;
+pub use ops::layer_norm::layer_norm;
 pub use ops::linear::linear;

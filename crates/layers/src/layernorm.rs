@@ -76,8 +76,9 @@ impl LayerNormConfig {
 
 /// Layer normalisation over the feature dimension, with learned scale (ones) and shift (zeros).
 /// Holds Burn's module (its parameters and names). Inference runs Burn's `layer_norm` backend op,
-/// which a backend may fuse; training runs [`exact::layer_norm`](crate::exact::layer_norm), whose
-/// gradient does not go through ndarray's reciprocal estimate.
+/// which a backend may fuse; training runs [`tinygpt_kernels::layer_norm`] on flex and ndarray
+/// and [`exact::layer_norm`](crate::exact::layer_norm) elsewhere, neither of whose gradients goes
+/// through ndarray's reciprocal estimate.
 #[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {
     pub norm: burn::nn::LayerNorm<B>,
@@ -95,7 +96,10 @@ impl<B: Backend> LayerNorm<B> {
             return self.norm.forward(x);
         }
         let beta = self.norm.beta.as_ref().map(|beta| beta.val());
-        crate::exact::layer_norm(x, self.norm.gamma.val(), beta, self.epsilon)
+        // On flex and ndarray one kernel, else the tensor ops with exact gradients.
+        tinygpt_kernels::layer_norm((x, self.norm.gamma.val(), beta), self.epsilon).unwrap_or_else(
+            |(x, gamma, beta)| crate::exact::layer_norm(x, gamma, beta, self.epsilon),
+        )
     }
 }
 

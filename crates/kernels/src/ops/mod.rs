@@ -4,4 +4,5 @@
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod layer_norm;
 pub mod linear;

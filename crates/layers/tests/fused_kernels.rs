@@ -1,6 +1,7 @@
-//! The fused attention kernel (`tinygpt_kernels`) against this crate's plain tensor-op attention,
-//! on both backends it serves, at every SIMD level the machine has: the same outputs and the same
-//! gradients, with and without dropout on the weights.
+//! The layers' fused kernels (`tinygpt_kernels`) against this crate's plain tensor-op paths, on
+//! both backends they serve: attention at every SIMD level the machine has (same outputs and
+//! gradients, with and without dropout on the weights), and layer normalisation against
+//! `exact::layer_norm` (same output and gradients of input, scale and shift).
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::nn::DropoutConfig;
@@ -142,4 +143,49 @@ fn dropout_is_the_plain_path_with_the_kernels_mask<H: HostBackend>() {
 fn fused_dropout_is_the_plain_path_with_the_kernels_mask() {
     dropout_is_the_plain_path_with_the_kernels_mask::<Flex>();
     dropout_is_the_plain_path_with_the_kernels_mask::<NdArray>();
+}
+
+fn layer_norm_agrees<H: HostBackend>(shift: bool) {
+    let device = Default::default();
+    let x = random::<H>([3, 5, 24]) * 4.0 + 1.5;
+    let gamma = Tensor::<Autodiff<H>, 1>::random([24], Distribution::Normal(1.0, 0.3), &device);
+    let beta = Tensor::<Autodiff<H>, 1>::random([24], Distribution::Normal(0.0, 0.3), &device);
+    let weights = random::<H>([3, 5, 24]);
+    let run = |fused: bool| {
+        let (x, gamma, beta) = (
+            x.clone().detach().require_grad(),
+            gamma.clone().detach().require_grad(),
+            beta.clone().detach().require_grad(),
+        );
+        let shift_input = shift.then(|| beta.clone());
+        let out = if fused {
+            tinygpt_kernels::layer_norm((x.clone(), gamma.clone(), shift_input), 1e-5)
+                .unwrap_or_else(|_| panic!("the backend runs the kernel"))
+        } else {
+            tinygpt_layers::exact::layer_norm(x.clone(), gamma.clone(), shift_input, 1e-5)
+        };
+        let grads = (out.clone() * weights.clone()).sum().backward();
+        let beta_grad = shift.then(|| beta.grad(&grads).unwrap().into_data());
+        (
+            out.into_data(),
+            x.grad(&grads).unwrap().into_data(),
+            gamma.grad(&grads).unwrap().into_data(),
+            beta_grad,
+        )
+    };
+    let (fused, plain) = (run(true), run(false));
+    assert_close(&fused.0, &plain.0, "output");
+    assert_close(&fused.1, &plain.1, "input gradient");
+    assert_close(&fused.2, &plain.2, "scale gradient");
+    if let (Some(a), Some(b)) = (fused.3, plain.3) {
+        assert_close(&a, &b, "shift gradient");
+    }
+}
+
+#[test]
+fn fused_layer_norm_is_the_exact_one() {
+    for shift in [true, false] {
+        layer_norm_agrees::<Flex>(shift);
+        layer_norm_agrees::<NdArray>(shift);
+    }
 }

@@ -1,0 +1,148 @@
+//! The [`crate::layer_norm`] kernel as a Burn operation in training on the host backends
+//! (inference runs Burn's own `layer_norm` op).
+
+use crate::host::{cast, host_backend, Host, HostBackend, Mode};
+use crate::layer_norm as kernel;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use std::sync::Arc;
+
+/// The inputs of a layer norm: `x [.., dim]`, `gamma [dim]`, `beta [dim]`.
+pub type LayerNormInputs<B> = (Tensor<B, 3>, Tensor<B, 1>, Option<Tensor<B, 1>>);
+
+/// Layer normalisation over the last dimension through the kernel in training on the host
+/// backends, else the inputs back for the tensor-op path.
+pub fn layer_norm<B: Backend>(
+    inputs: LayerNormInputs<B>,
+    epsilon: f64,
+) -> Result<Tensor<B, 3>, LayerNormInputs<B>> {
+    let (x, gamma, beta) = &inputs;
+    let f32s = x.dtype() == DType::F32
+        && gamma.dtype() == DType::F32
+        && beta.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+    match host_backend::<B>() {
+        Some((Host::Flex, Mode::Training)) if f32s => {
+            Ok(cast(training::<Flex>(cast(inputs), epsilon)))
+        }
+        Some((Host::NdArray, Mode::Training)) if f32s => {
+            Ok(cast(training::<NdArray>(cast(inputs), epsilon)))
+        }
+        _ => Err(inputs),
+    }
+}
+
+fn training<H: HostBackend>(
+    (x, gamma, beta): LayerNormInputs<Autodiff<H>>,
+    epsilon: f64,
+) -> Tensor<Autodiff<H>, 3> {
+    let shape = x.dims();
+    let dim = shape[2];
+    let (x, gamma) = (x.into_primitive().tensor(), gamma.into_primitive().tensor());
+    let (xv, gv) = (
+        H::contiguous(x.primitive.clone()),
+        H::contiguous(gamma.primitive.clone()),
+    );
+    let beta = beta.map(|b| b.into_primitive().tensor());
+    let bv = beta.as_ref().map(|b| H::contiguous(b.primitive.clone()));
+    let result = kernel::forward(
+        H::values(&xv),
+        H::values(&gv),
+        bv.as_ref().map(H::values),
+        dim,
+        epsilon,
+    );
+    let out = H::tensor(result.out, &shape);
+    let saved = Saved {
+        normalized: Arc::from(result.normalized),
+        inverse_std: Arc::from(result.inverse_std),
+        gamma: Arc::from(H::values(&gv)),
+        dim,
+        shape,
+    };
+    let out = match beta {
+        Some(beta) => match WithShift
+            .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        },
+        None => match NoShift
+            .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        },
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+#[derive(Debug, Clone)]
+struct Saved {
+    normalized: Arc<[f32]>,
+    inverse_std: Arc<[f32]>,
+    gamma: Arc<[f32]>,
+    dim: usize,
+    shape: [usize; 3],
+}
+
+/// Registers the gradients of the parents that need one: input, scale, and shift if any.
+fn register<H: HostBackend>(
+    saved: Saved,
+    grad_out: H::FloatTensorPrimitive,
+    [x, gamma, beta]: [Option<NodeId>; 3],
+    grads: &mut Gradients,
+) {
+    let grad_out = H::contiguous(grad_out);
+    let (dx, dgamma, dbeta) = kernel::backward(
+        &saved.normalized,
+        &saved.inverse_std,
+        &saved.gamma,
+        H::values(&grad_out),
+        saved.dim,
+    );
+    if let Some(id) = x {
+        grads.register::<H>(id, H::tensor(dx, &saved.shape));
+    }
+    if let Some(id) = gamma {
+        grads.register::<H>(id, H::tensor(dgamma, &[saved.dim]));
+    }
+    if let Some(id) = beta {
+        grads.register::<H>(id, H::tensor(dbeta, &[saved.dim]));
+    }
+}
+
+#[derive(Debug)]
+struct WithShift;
+
+impl<H: HostBackend> Backward<H, 3> for WithShift {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad_out = grads.consume::<H>(&ops.node);
+        let ids = ops.parents.map(|parent| parent.map(|p| p.id));
+        register::<H>(ops.state, grad_out, ids, grads);
+    }
+}
+
+#[derive(Debug)]
+struct NoShift;
+
+impl<H: HostBackend> Backward<H, 2> for NoShift {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad_out = grads.consume::<H>(&ops.node);
+        let [x, gamma] = ops.parents.map(|parent| parent.map(|p| p.id));
+        register::<H>(ops.state, grad_out, [x, gamma, None], grads);
+    }
+}
