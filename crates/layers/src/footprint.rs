@@ -15,8 +15,8 @@ pub fn linear_params(d_in: usize, d_out: usize, bias: bool) -> u64 {
 pub struct StepShape {
     pub batch: usize,
     pub time: usize,
-    /// Attention runs the fused CPU kernel (flex), which keeps one `time × time` matrix per head
-    /// for the backward pass, where the plain tensor-op path keeps several.
+    /// Attention runs the fused CPU kernel (flex, ndarray), which keeps one `time × time` matrix
+    /// per head for the backward pass, where the plain tensor-op path keeps several.
     pub fused_attention: bool,
 }
 
