@@ -3,10 +3,8 @@
 
 use crate::host::{cast, host_backend, Host, HostBackend, Mode};
 use crate::layer_norm as kernel;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use crate::ops::record::{record, Gradient};
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::Backend;
@@ -65,24 +63,7 @@ fn training<H: HostBackend>(
         dim,
         shape,
     };
-    let out = match beta {
-        Some(beta) => match WithShift
-            .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(saved, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        },
-        None => match NoShift
-            .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(saved, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        },
-    };
+    let out = record::<H, _>([&x, &gamma], beta.as_ref(), saved, out);
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
@@ -95,54 +76,30 @@ struct Saved {
     shape: [usize; 3],
 }
 
-/// Registers the gradients of the parents that need one: input, scale, and shift if any.
-fn register<H: HostBackend>(
-    saved: Saved,
-    grad_out: H::FloatTensorPrimitive,
-    [x, gamma, beta]: [Option<NodeId>; 3],
-    grads: &mut Gradients,
-) {
-    let grad_out = H::contiguous(grad_out);
-    let (dx, dgamma, dbeta) = kernel::backward(
-        &saved.normalized,
-        &saved.inverse_std,
-        &saved.gamma,
-        H::values(&grad_out),
-        saved.dim,
-    );
-    if let Some(id) = x {
-        grads.register::<H>(id, H::tensor(dx, &saved.shape));
-    }
-    if let Some(id) = gamma {
-        grads.register::<H>(id, H::tensor(dgamma, &[saved.dim]));
-    }
-    if let Some(id) = beta {
-        grads.register::<H>(id, H::tensor(dbeta, &[saved.dim]));
-    }
-}
-
-#[derive(Debug)]
-struct WithShift;
-
-impl<H: HostBackend> Backward<H, 3> for WithShift {
-    type State = Saved;
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = grads.consume::<H>(&ops.node);
-        let ids = ops.parents.map(|parent| parent.map(|p| p.id));
-        register::<H>(ops.state, grad_out, ids, grads);
-    }
-}
-
-#[derive(Debug)]
-struct NoShift;
-
-impl<H: HostBackend> Backward<H, 2> for NoShift {
-    type State = Saved;
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = grads.consume::<H>(&ops.node);
-        let [x, gamma] = ops.parents.map(|parent| parent.map(|p| p.id));
-        register::<H>(ops.state, grad_out, [x, gamma, None], grads);
+impl<H: HostBackend> Gradient<H> for Saved {
+    /// The gradients of the input, the scale, and the shift if any.
+    fn register(
+        self,
+        grad_out: H::FloatTensorPrimitive,
+        [x, gamma, beta]: [Option<NodeId>; 3],
+        grads: &mut Gradients,
+    ) {
+        let grad_out = H::contiguous(grad_out);
+        let (dx, dgamma, dbeta) = kernel::backward(
+            &self.normalized,
+            &self.inverse_std,
+            &self.gamma,
+            H::values(&grad_out),
+            self.dim,
+        );
+        if let Some(id) = x {
+            grads.register::<H>(id, H::tensor(dx, &self.shape));
+        }
+        if let Some(id) = gamma {
+            grads.register::<H>(id, H::tensor(dgamma, &[self.dim]));
+        }
+        if let Some(id) = beta {
+            grads.register::<H>(id, H::tensor(dbeta, &[self.dim]));
+        }
     }
 }

@@ -3,10 +3,9 @@
 
 use crate::host::{cast, host_backend, Host, HostBackend, Mode};
 use crate::linear::{self as kernel, LinearDims};
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use crate::ops::record::{record, Gradient};
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
@@ -65,43 +64,21 @@ fn training<H: HostBackend>(
         H::contiguous(x.primitive.clone()),
         H::contiguous(weight.primitive.clone()),
     );
+    let bias = bias.map(|b| b.into_primitive().tensor());
+    let bv = bias.as_ref().map(|b| H::contiguous(b.primitive.clone()));
+    let out = kernel::forward(
+        H::values(&xv),
+        H::values(&wv),
+        bv.as_ref().map(H::values),
+        d,
+    );
+    let out = H::tensor(out, &[d.rows, d.d_out]);
     let saved = Saved::<H> {
-        x: xv.clone(),
-        weight: wv.clone(),
+        x: xv,
+        weight: wv,
         dims: d,
     };
-    let out = match bias {
-        Some(bias) => {
-            let bias = bias.into_primitive().tensor();
-            let bv = H::contiguous(bias.primitive.clone());
-            let out = kernel::forward(H::values(&xv), H::values(&wv), Some(H::values(&bv)), d);
-            let out = H::tensor(out, &[d.rows, d.d_out]);
-            match LinearWithBias
-                .prepare::<NoCheckpointing>([
-                    x.node.clone(),
-                    weight.node.clone(),
-                    bias.node.clone(),
-                ])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            }
-        }
-        None => {
-            let out = kernel::forward(H::values(&xv), H::values(&wv), None, d);
-            let out = H::tensor(out, &[d.rows, d.d_out]);
-            match LinearNoBias
-                .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            }
-        }
-    };
+    let out = record::<H, _>([&x, &weight], bias.as_ref(), saved, out);
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
@@ -112,51 +89,27 @@ struct Saved<H: HostBackend> {
     dims: LinearDims,
 }
 
-/// Registers the gradients of the parents that need one: input, weight, and bias if any.
-fn register<H: HostBackend>(
-    saved: Saved<H>,
-    grad_out: H::FloatTensorPrimitive,
-    [x, weight, bias]: [Option<burn::backend::autodiff::NodeId>; 3],
-    grads: &mut Gradients,
-) {
-    let d = saved.dims;
-    let grad_out = H::contiguous(grad_out);
-    let dy = H::values(&grad_out);
-    if let Some(id) = x {
-        let grad = kernel::grad_input(dy, H::values(&saved.weight), d);
-        grads.register::<H>(id, H::tensor(grad, &[d.rows, d.d_in]));
-    }
-    if let Some(id) = weight {
-        let grad = kernel::grad_weight(H::values(&saved.x), dy, d);
-        grads.register::<H>(id, H::tensor(grad, &[d.d_in, d.d_out]));
-    }
-    if let Some(id) = bias {
-        grads.register::<H>(id, H::tensor(kernel::grad_bias(dy, d), &[d.d_out]));
-    }
-}
-
-#[derive(Debug)]
-struct LinearWithBias;
-
-impl<H: HostBackend> Backward<H, 3> for LinearWithBias {
-    type State = Saved<H>;
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = grads.consume::<H>(&ops.node);
-        let ids = ops.parents.map(|parent| parent.map(|p| p.id));
-        register::<H>(ops.state, grad_out, ids, grads);
-    }
-}
-
-#[derive(Debug)]
-struct LinearNoBias;
-
-impl<H: HostBackend> Backward<H, 2> for LinearNoBias {
-    type State = Saved<H>;
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = grads.consume::<H>(&ops.node);
-        let [x, weight] = ops.parents.map(|parent| parent.map(|p| p.id));
-        register::<H>(ops.state, grad_out, [x, weight, None], grads);
+impl<H: HostBackend> Gradient<H> for Saved<H> {
+    /// The gradients of the input, the weight, and the bias if any.
+    fn register(
+        self,
+        grad_out: H::FloatTensorPrimitive,
+        [x, weight, bias]: [Option<NodeId>; 3],
+        grads: &mut Gradients,
+    ) {
+        let d = self.dims;
+        let grad_out = H::contiguous(grad_out);
+        let dy = H::values(&grad_out);
+        if let Some(id) = x {
+            let grad = kernel::grad_input(dy, H::values(&self.weight), d);
+            grads.register::<H>(id, H::tensor(grad, &[d.rows, d.d_in]));
+        }
+        if let Some(id) = weight {
+            let grad = kernel::grad_weight(H::values(&self.x), dy, d);
+            grads.register::<H>(id, H::tensor(grad, &[d.d_in, d.d_out]));
+        }
+        if let Some(id) = bias {
+            grads.register::<H>(id, H::tensor(kernel::grad_bias(dy, d), &[d.d_out]));
+        }
     }
 }

@@ -6,3 +6,4 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod layer_norm;
 pub mod linear;
+mod record;
