@@ -72,7 +72,7 @@ struct BenchArgs {
     /// Override the config's batch size.
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Run attention as plain tensor ops instead of the fused CPU kernel (flex), to compare.
+    /// Run plain tensor ops instead of the fused CPU kernels (flex, ndarray), to compare.
     #[arg(long)]
     plain_kernels: bool,
     /// Vocabulary size of the model (Tiny Shakespeare has 65 characters).
