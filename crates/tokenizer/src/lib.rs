@@ -1,5 +1,14 @@
-//! Character-level tokenization: a [`Tokenizer`] trait and [`CharTokenizer`], whose vocabulary is
-//! the sorted set of distinct characters of the corpus it was fitted on (65 for Tiny Shakespeare).
+//! Tokenization: a [`Tokenizer`] trait with two kinds behind it, chosen in a config
+//! ([`TokenizerSpec`]): [`CharTokenizer`], whose vocabulary is the sorted set of distinct
+//! characters of the corpus it was fitted on (65 for Tiny Shakespeare), and [`Gpt2Tokenizer`],
+//! GPT-2's byte-level BPE (50,257 tokens). [`TextStream`] turns generated tokens into text without
+//! ever printing half a character.
+
+mod gpt2;
+mod stream;
+
+pub use gpt2::{Gpt2Tokenizer, END_OF_TEXT, GPT2_VOCAB_SIZE};
+pub use stream::TextStream;
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -26,7 +35,110 @@ pub enum TokenizerError {
 pub trait Tokenizer {
     fn vocab_size(&self) -> usize;
     fn encode(&self, text: &str) -> Result<Vec<usize>, TokenizerError>;
+    /// The text of `ids`; a byte-level tokenizer replaces bytes that are not valid UTF-8 (a
+    /// character cut between tokens) by U+FFFD.
     fn decode(&self, ids: &[usize]) -> Result<String, TokenizerError>;
+    /// The bytes of `ids`, which may end inside a character (see [`TextStream`]).
+    fn decode_bytes(&self, ids: &[usize]) -> Result<Vec<u8>, TokenizerError> {
+        self.decode(ids).map(String::into_bytes)
+    }
+}
+
+/// Which tokenizer a config asks for: `data: (tokenizer: Gpt2)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenizerSpec {
+    /// One token per distinct character of the corpus (the tutorial's).
+    #[default]
+    Char,
+    /// GPT-2's byte-level BPE, 50,257 tokens.
+    Gpt2,
+}
+
+/// Either tokenizer, as a run stores it (checkpoints keep the character vocabulary; GPT-2's is
+/// fixed and named).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AnyTokenizer {
+    Char(CharTokenizer),
+    Gpt2(Gpt2Tokenizer),
+}
+
+impl AnyTokenizer {
+    /// The tokenizer `spec` names for `corpus` (which a character vocabulary is fitted on).
+    pub fn for_corpus(spec: TokenizerSpec, corpus: &str) -> Result<Self, TokenizerError> {
+        Ok(match spec {
+            TokenizerSpec::Char => AnyTokenizer::Char(CharTokenizer::fit(corpus)?),
+            TokenizerSpec::Gpt2 => AnyTokenizer::Gpt2(Gpt2Tokenizer::new()),
+        })
+    }
+
+    pub fn spec(&self) -> TokenizerSpec {
+        match self {
+            AnyTokenizer::Char(_) => TokenizerSpec::Char,
+            AnyTokenizer::Gpt2(_) => TokenizerSpec::Gpt2,
+        }
+    }
+
+    /// Characters of `text` this tokenizer cannot encode, once each (none for byte-level BPE).
+    pub fn unknown_chars(&self, text: &str) -> Vec<char> {
+        match self {
+            AnyTokenizer::Char(char) => char.unknown_chars(text),
+            AnyTokenizer::Gpt2(_) => Vec::new(),
+        }
+    }
+
+    /// What generation starts from when there is no prompt: a newline for a character model
+    /// (as the tutorial), `<|endoftext|>` for GPT-2 (as Hugging Face's `generate`).
+    pub fn start_tokens(&self) -> Vec<usize> {
+        match self {
+            AnyTokenizer::Char(char) => char.encode("\n").unwrap_or_else(|_| vec![0]),
+            AnyTokenizer::Gpt2(_) => vec![END_OF_TEXT],
+        }
+    }
+
+    /// Describes the tokenizer in one phrase, for summaries.
+    pub fn describe(&self) -> String {
+        match self {
+            AnyTokenizer::Char(char) => format!("{} characters", char.vocab_size()),
+            AnyTokenizer::Gpt2(_) => format!("GPT-2 BPE, {GPT2_VOCAB_SIZE} tokens"),
+        }
+    }
+}
+
+impl Tokenizer for AnyTokenizer {
+    fn vocab_size(&self) -> usize {
+        match self {
+            AnyTokenizer::Char(t) => t.vocab_size(),
+            AnyTokenizer::Gpt2(t) => t.vocab_size(),
+        }
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<usize>, TokenizerError> {
+        match self {
+            AnyTokenizer::Char(t) => t.encode(text),
+            AnyTokenizer::Gpt2(t) => t.encode(text),
+        }
+    }
+
+    fn decode(&self, ids: &[usize]) -> Result<String, TokenizerError> {
+        match self {
+            AnyTokenizer::Char(t) => t.decode(ids),
+            AnyTokenizer::Gpt2(t) => t.decode(ids),
+        }
+    }
+
+    fn decode_bytes(&self, ids: &[usize]) -> Result<Vec<u8>, TokenizerError> {
+        match self {
+            AnyTokenizer::Char(t) => t.decode_bytes(ids),
+            AnyTokenizer::Gpt2(t) => t.decode_bytes(ids),
+        }
+    }
+}
+
+impl From<CharTokenizer> for AnyTokenizer {
+    fn from(tokenizer: CharTokenizer) -> Self {
+        AnyTokenizer::Char(tokenizer)
+    }
 }
 
 /// One token per distinct character, ids in character order (as `sorted(set(text))` in the tutorial).
@@ -40,6 +152,7 @@ pub struct CharTokenizer {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CharVocab {
     chars: String,
 }
@@ -202,5 +315,22 @@ mod tests {
         assert_eq!(back, tok);
         assert!(serde_json::from_str::<CharTokenizer>(r#"{"chars":"ba"}"#).is_err());
         assert!(serde_json::from_str::<CharTokenizer>(r#"{"chars":""}"#).is_err());
+    }
+
+    #[test]
+    fn any_tokenizer_reads_both_kinds_and_old_checkpoints() {
+        let char = AnyTokenizer::from(CharTokenizer::fit(TEXT).unwrap());
+        let gpt2 = AnyTokenizer::Gpt2(Gpt2Tokenizer::new());
+        for tok in [&char, &gpt2] {
+            let json = serde_json::to_string(tok).unwrap();
+            let back: AnyTokenizer = serde_json::from_str(&json).unwrap();
+            assert_eq!(&back, tok, "{json}");
+        }
+        // Checkpoints written before GPT-2 stored the bare character vocabulary.
+        let old = serde_json::to_string(&CharTokenizer::fit(TEXT).unwrap()).unwrap();
+        assert_eq!(serde_json::from_str::<AnyTokenizer>(&old).unwrap(), char);
+        assert!(serde_json::from_str::<AnyTokenizer>(r#"{"bpe":"cl100k"}"#).is_err());
+        assert_eq!(char.start_tokens(), char.encode("\n").unwrap());
+        assert_eq!(gpt2.start_tokens(), vec![END_OF_TEXT]);
     }
 }
