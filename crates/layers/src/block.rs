@@ -4,9 +4,10 @@
 use crate::attention::KvCache;
 use crate::context::{LayerContext, LayerError};
 use crate::footprint::StepShape;
+use crate::layernorm::DEFAULT_EPSILON;
 use crate::{
-    FeedForward, FeedForwardConfig, FeedForwardSpec, LayerNorm, LayerNormConfig,
-    MultiHeadAttention, MultiHeadAttentionConfig, MultiHeadAttentionSpec,
+    Activation, FeedForward, FeedForwardConfig, FeedForwardSpec, LayerNorm, LayerNormConfig,
+    LayerNormSpec, MultiHeadAttention, MultiHeadAttentionConfig, MultiHeadAttentionSpec,
 };
 use burn::config::Config;
 use burn::module::Module;
@@ -14,7 +15,8 @@ use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// What a config writes: `Block(n_head: 4)`, gpt.py's block. `ffn_mult` sets the feed-forward
-/// width (4× by default); `dropout` defaults to the model's.
+/// width (4× by default); `dropout` defaults to the model's. GPT-2's block is
+/// `Block(n_head: 12, activation: GeluTanh, qkv_bias: true)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlockSpec {
@@ -22,6 +24,19 @@ pub struct BlockSpec {
     pub ffn_mult: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
+    /// The feed-forward's non-linearity (ReLU by default).
+    #[serde(skip_serializing_if = "crate::feedforward::is_relu")]
+    pub activation: Activation,
+    /// A bias on the attention's query/key/value projection.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub qkv_bias: bool,
+    /// The two LayerNorms' epsilon.
+    #[serde(skip_serializing_if = "is_default_epsilon")]
+    pub epsilon: f64,
+}
+
+fn is_default_epsilon(epsilon: &f64) -> bool {
+    *epsilon == DEFAULT_EPSILON
 }
 
 impl Default for BlockSpec {
@@ -30,6 +45,9 @@ impl Default for BlockSpec {
             n_head: 1,
             ffn_mult: 4,
             dropout: None,
+            activation: Activation::Relu,
+            qkv_bias: false,
+            epsilon: DEFAULT_EPSILON,
         }
     }
 }
@@ -41,6 +59,7 @@ impl BlockSpec {
             head_size: None,
             projection: true,
             dropout: self.dropout,
+            qkv_bias: self.qkv_bias,
         }
         .resolve(ctx, d_input)
         .map_err(|e| e.within("Block"))?;
@@ -48,10 +67,16 @@ impl BlockSpec {
             mult: self.ffn_mult,
             projection: true,
             dropout: self.dropout,
+            activation: self.activation,
         }
         .resolve(ctx, d_input)
         .map_err(|e| e.within("Block"))?;
-        Ok(BlockConfig::new(attention, feed_forward))
+        let norm = LayerNormSpec {
+            epsilon: self.epsilon,
+        }
+        .resolve(ctx, d_input)
+        .map_err(|e| e.within("Block"))?;
+        Ok(BlockConfig::new(attention, feed_forward).with_epsilon(norm.epsilon))
     }
 }
 
@@ -59,6 +84,8 @@ impl BlockSpec {
 pub struct BlockConfig {
     pub attention: MultiHeadAttentionConfig,
     pub feed_forward: FeedForwardConfig,
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
 }
 
 impl BlockConfig {
@@ -76,7 +103,7 @@ impl BlockConfig {
     }
 
     fn layer_norm(&self) -> LayerNormConfig {
-        LayerNormConfig::new(self.attention.d_input)
+        LayerNormConfig::new(self.attention.d_input).with_epsilon(self.epsilon)
     }
 
     pub fn num_params(&self) -> u64 {

@@ -14,6 +14,9 @@ pub struct LayerContext {
     /// The model's default dropout probability; a layer's own `dropout` overrides it.
     pub dropout: f64,
     pub init: WeightInit,
+    /// The init of projections that write into the residual stream (attention's and the
+    /// feed-forward's output Linears): `init` scaled down under GPT-2's scheme.
+    pub residual_init: WeightInit,
 }
 
 impl LayerContext {
@@ -24,6 +27,7 @@ impl LayerContext {
             block_size: 8,
             dropout: 0.0,
             init: WeightInit::PyTorch,
+            residual_init: WeightInit::PyTorch,
         }
     }
 }

@@ -1,13 +1,14 @@
-//! `FeedForward`: the per-position MLP, `Linear + ReLU` with an optional output projection.
+//! `FeedForward`: the per-position MLP, `Linear + ReLU` (or GELU) with an optional output
+//! projection.
 
 use crate::attention::KvCache;
 use crate::context::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::footprint::{linear_params, StepShape};
 use crate::linear::per_position;
-use crate::WeightInit;
+use crate::{Activation, WeightInit};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Linear, Relu};
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 use tinygpt_kernels::dropout;
@@ -24,6 +25,13 @@ pub struct FeedForwardSpec {
     /// Dropout on the output; defaults to the model's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
+    /// The non-linearity: `Relu` (the tutorial's), `Gelu` or `GeluTanh` (GPT-2's).
+    #[serde(skip_serializing_if = "is_relu")]
+    pub activation: Activation,
+}
+
+pub(crate) fn is_relu(activation: &Activation) -> bool {
+    *activation == Activation::Relu
 }
 
 impl Default for FeedForwardSpec {
@@ -32,6 +40,7 @@ impl Default for FeedForwardSpec {
             mult: 4,
             projection: true,
             dropout: None,
+            activation: Activation::Relu,
         }
     }
 }
@@ -48,7 +57,9 @@ impl FeedForwardSpec {
         Ok(
             FeedForwardConfig::new(d_input, self.mult * d_input, ctx.init)
                 .with_projection(self.projection)
-                .with_dropout(dropout),
+                .with_dropout(dropout)
+                .with_activation(self.activation)
+                .with_projection_init(Some(ctx.residual_init)),
         )
     }
 }
@@ -62,16 +73,22 @@ pub struct FeedForwardConfig {
     pub projection: bool,
     #[config(default = 0.0)]
     pub dropout: f64,
+    #[config(default = "Activation::Relu")]
+    pub activation: Activation,
+    /// The projection's init, when it differs from `init` (GPT-2 scales residual projections).
+    #[config(default = "None")]
+    pub projection_init: Option<WeightInit>,
 }
 
 impl FeedForwardConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> FeedForward<B> {
+        let projection_init = self.projection_init.unwrap_or(self.init);
         FeedForward {
             hidden: self.init.linear(self.d_input, self.d_hidden, true, device),
-            activation: Relu::new(),
+            activation: self.activation,
             projection: self
                 .projection
-                .then(|| self.init.linear(self.d_hidden, self.d_input, true, device)),
+                .then(|| projection_init.linear(self.d_hidden, self.d_input, true, device)),
             dropout: DropoutConfig::new(self.dropout).init(),
         }
     }
@@ -94,7 +111,7 @@ impl FeedForwardConfig {
     }
 
     /// Values a training step keeps for the backward pass (see [`crate::footprint`]): the hidden
-    /// layer before and after the ReLU, the projection's output and the dropout mask.
+    /// layer before and after the activation, the projection's output and the dropout mask.
     pub fn activations(&self, step: &StepShape) -> f64 {
         let projected = if self.projection {
             step.tokens() * self.d_input as f64
@@ -111,7 +128,7 @@ impl FeedForwardConfig {
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
     pub hidden: Linear<B>,
-    pub activation: Relu,
+    pub activation: Activation,
     pub projection: Option<Linear<B>>,
     pub dropout: Dropout,
 }

@@ -13,6 +13,10 @@ pub enum WeightInit {
     PyTorch,
     /// Weights and embeddings N(0, std), biases zero: gpt.py's `_init_weights` (std 0.02).
     Normal { std: f64 },
+    /// GPT-2's (nanoGPT's `_init_weights`): as `Normal`, and every projection into the residual
+    /// stream (attention's and the feed-forward's output Linear) at `std / sqrt(2 * n_layer)`,
+    /// so the residual stream's variance does not grow with depth.
+    Gpt2 { std: f64 },
 }
 
 impl WeightInit {
@@ -28,7 +32,7 @@ impl WeightInit {
         match *self {
             // Burn's default Linear init is PyTorch's (Kaiming uniform, gain 1/sqrt(3)).
             WeightInit::PyTorch => config.init(device),
-            WeightInit::Normal { std } => {
+            WeightInit::Normal { std } | WeightInit::Gpt2 { std } => {
                 let mut linear = config
                     .with_initializer(Initializer::Normal { mean: 0.0, std })
                     .init(device);
@@ -47,7 +51,27 @@ impl WeightInit {
                 mean: 0.0,
                 std: 1.0,
             },
-            WeightInit::Normal { std } => Initializer::Normal { mean: 0.0, std },
+            WeightInit::Normal { std } | WeightInit::Gpt2 { std } => {
+                Initializer::Normal { mean: 0.0, std }
+            }
+        }
+    }
+
+    /// The init of the residual projections in a model of `n_layer` blocks.
+    pub fn residual(&self, n_layer: usize) -> WeightInit {
+        match *self {
+            WeightInit::Gpt2 { std } => WeightInit::Normal {
+                std: std / (2.0 * n_layer.max(1) as f64).sqrt(),
+            },
+            other => other,
+        }
+    }
+
+    /// The standard deviation of a normal init, if this is one.
+    pub fn std(&self) -> Option<f64> {
+        match *self {
+            WeightInit::PyTorch => None,
+            WeightInit::Normal { std } | WeightInit::Gpt2 { std } => Some(std),
         }
     }
 }

@@ -16,9 +16,14 @@ pub struct LayerNormSpec {
     pub epsilon: f64,
 }
 
+/// PyTorch's and GPT-2's.
+pub const DEFAULT_EPSILON: f64 = 1e-5;
+
 impl Default for LayerNormSpec {
     fn default() -> Self {
-        Self { epsilon: 1e-5 }
+        Self {
+            epsilon: DEFAULT_EPSILON,
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 #[macro_use]
 mod macros;
 
+pub mod activation;
 pub mod attention;
 pub mod block;
 pub mod context;
@@ -21,6 +22,7 @@ pub mod linear;
 pub mod multihead;
 pub mod registry;
 
+pub use activation::Activation;
 pub use attention::KvCache;
 pub use block::{Block, BlockConfig, BlockSpec};
 pub use context::{LayerContext, LayerError};

@@ -24,6 +24,9 @@ pub struct MultiHeadAttentionSpec {
     /// Dropout on the attention weights and after the projection; defaults to the model's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
+    /// A bias on the query/key/value projection (GPT-2 has one; the tutorial does not).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub qkv_bias: bool,
 }
 
 impl Default for MultiHeadAttentionSpec {
@@ -33,6 +36,7 @@ impl Default for MultiHeadAttentionSpec {
             head_size: None,
             projection: false,
             dropout: None,
+            qkv_bias: false,
         }
     }
 }
@@ -65,7 +69,9 @@ impl MultiHeadAttentionSpec {
         Ok(
             MultiHeadAttentionConfig::new(d_input, self.n_head, head_size, ctx.init)
                 .with_projection(self.projection)
-                .with_dropout(dropout),
+                .with_dropout(dropout)
+                .with_qkv_bias(self.qkv_bias)
+                .with_projection_init(Some(ctx.residual_init)),
         )
     }
 }
@@ -80,16 +86,24 @@ pub struct MultiHeadAttentionConfig {
     pub projection: bool,
     #[config(default = 0.0)]
     pub dropout: f64,
+    #[config(default = false)]
+    pub qkv_bias: bool,
+    /// The projection's init, when it differs from `init` (GPT-2 scales residual projections).
+    #[config(default = "None")]
+    pub projection_init: Option<WeightInit>,
 }
 
 impl MultiHeadAttentionConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> MultiHeadAttention<B> {
         let width = self.n_head * self.head_size;
+        let projection_init = self.projection_init.unwrap_or(self.init);
         MultiHeadAttention {
-            qkv: self.init.linear(self.d_input, 3 * width, false, device),
+            qkv: self
+                .init
+                .linear(self.d_input, 3 * width, self.qkv_bias, device),
             projection: self
                 .projection
-                .then(|| self.init.linear(width, self.d_input, true, device)),
+                .then(|| projection_init.linear(width, self.d_input, true, device)),
             dropout: DropoutConfig::new(self.dropout).init(),
             n_head: self.n_head,
         }
@@ -110,7 +124,7 @@ impl MultiHeadAttentionConfig {
         } else {
             0
         };
-        linear_params(self.d_input, 3 * width, false).saturating_add(projection)
+        linear_params(self.d_input, 3 * width, self.qkv_bias).saturating_add(projection)
     }
 
     /// Values a training step keeps for the backward pass (see [`crate::footprint`]).
@@ -127,8 +141,9 @@ impl MultiHeadAttentionConfig {
 }
 
 /// The tutorial's list of `Head`s computed as one batched attention. `qkv` holds the query, key
-/// and value projections side by side (`[d_input, 3 * n_head * head_size]`, no bias); within
-/// each, head `h` owns columns `h*head_size..(h+1)*head_size`.
+/// and value projections side by side (`[d_input, 3 * n_head * head_size]`, a bias only when
+/// configured, as GPT-2's `c_attn`); within each, head `h` owns columns
+/// `h*head_size..(h+1)*head_size`.
 #[derive(Module, Debug)]
 pub struct MultiHeadAttention<B: Backend> {
     pub qkv: Linear<B>,

@@ -26,6 +26,14 @@ pub struct ModelSpec {
     /// A final Linear from the last layer's width to the vocabulary.
     #[serde(default = "yes")]
     pub lm_head: bool,
+    /// The lm_head shares the token embedding's weights (no weights or bias of its own), as
+    /// GPT-2's: weight tying.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tie_embeddings: bool,
+    /// Rows of the embedding and logits: the tokenizer's vocabulary by default; larger to pad it
+    /// (nanoGPT pads GPT-2's 50,257 to 50,304) or to match a pretrained model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<usize>,
     /// Default dropout probability for every layer that has dropout.
     #[serde(default)]
     pub dropout: f64,
@@ -61,6 +69,20 @@ pub enum ModelError {
          ({vocab_size}): set lm_head: true, or make the model output vocab_size features"
     )]
     OutputWidth { width: usize, vocab_size: usize },
+    #[error(
+        "tie_embeddings needs lm_head: true and a last layer as wide as n_embd ({n_embd}), \
+         got lm_head: {lm_head} and width {width}"
+    )]
+    Tying {
+        lm_head: bool,
+        width: usize,
+        n_embd: usize,
+    },
+    #[error(
+        "model.vocab_size ({model}) is smaller than the tokenizer's vocabulary ({tokenizer}): \
+         some tokens would have no embedding; leave vocab_size out or make it at least {tokenizer}"
+    )]
+    VocabTooSmall { model: usize, tokenizer: usize },
 }
 
 /// One layer of a validated model: what the config said, and what it resolved to.
@@ -89,12 +111,23 @@ pub struct ModelConfig {
     pub position_embedding: bool,
     pub layers: Vec<ResolvedLayer>,
     pub lm_head: bool,
+    pub tie_embeddings: bool,
     pub init: WeightInit,
 }
 
 impl ModelSpec {
-    /// Checks every size and layer against a vocabulary of `vocab_size` tokens.
+    /// Checks every size and layer against a tokenizer of `vocab_size` tokens.
     pub fn resolve(&self, vocab_size: usize) -> Result<ModelConfig, ModelError> {
+        let vocab_size = match self.vocab_size {
+            Some(model) if model < vocab_size => {
+                return Err(ModelError::VocabTooSmall {
+                    model,
+                    tokenizer: vocab_size,
+                })
+            }
+            Some(model) => model,
+            None => vocab_size,
+        };
         let n_embd = self.n_embd.unwrap_or(vocab_size);
         for (field, value) in [
             ("n_embd", n_embd),
@@ -108,16 +141,22 @@ impl ModelSpec {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(ModelError::Dropout(self.dropout));
         }
-        if let WeightInit::Normal { std } = self.init {
+        if let Some(std) = self.init.std() {
             if !(std > 0.0 && std.is_finite()) {
                 return Err(ModelError::InitStd(std));
             }
         }
+        let n_layer = self
+            .layers
+            .iter()
+            .filter(|layer| matches!(layer, LayerSpec::Block(_)))
+            .count();
         let ctx = LayerContext {
             n_embd,
             block_size: self.block_size,
             dropout: self.dropout,
             init: self.init,
+            residual_init: self.init.residual(n_layer),
         };
         let mut width = n_embd;
         let mut layers = Vec::with_capacity(self.layers.len());
@@ -139,6 +178,13 @@ impl ModelSpec {
         if !self.lm_head && width != vocab_size {
             return Err(ModelError::OutputWidth { width, vocab_size });
         }
+        if self.tie_embeddings && !(self.lm_head && width == n_embd) {
+            return Err(ModelError::Tying {
+                lm_head: self.lm_head,
+                width,
+                n_embd,
+            });
+        }
         Ok(ModelConfig {
             vocab_size,
             n_embd,
@@ -146,6 +192,7 @@ impl ModelSpec {
             position_embedding: self.position_embedding,
             layers,
             lm_head: self.lm_head,
+            tie_embeddings: self.tie_embeddings,
             init: self.init,
         })
     }
@@ -173,10 +220,11 @@ impl ModelConfig {
                 .iter()
                 .map(|layer| layer.config.init(device))
                 .collect(),
-            lm_head: self.lm_head.then(|| {
+            lm_head: (self.lm_head && !self.tie_embeddings).then(|| {
                 self.init
                     .linear(self.d_final(), self.vocab_size, true, device)
             }),
+            tied_head: self.tie_embeddings,
             block_size: self.block_size,
         }
     }
@@ -211,11 +259,19 @@ impl ModelConfig {
             });
         }
         if self.lm_head {
+            let (detail, params) = if self.tie_embeddings {
+                ("tied to token_embedding".to_string(), 0)
+            } else {
+                (
+                    format!("Linear({}, {})", self.d_final(), self.vocab_size),
+                    linear_params(self.d_final(), self.vocab_size, true),
+                )
+            };
             rows.push(LayerSummary {
                 name: "lm_head".into(),
-                detail: format!("Linear({}, {})", self.d_final(), self.vocab_size),
+                detail,
                 shape: format!("[B, T, {}] -> [B, T, {}]", self.d_final(), self.vocab_size),
-                params: linear_params(self.d_final(), self.vocab_size, true),
+                params,
             });
         }
         rows

@@ -1,7 +1,7 @@
 //! [`LanguageModel`]: logits for every position of a token sequence.
 
 use crate::Sampler;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use std::ops::ControlFlow;
@@ -14,6 +14,9 @@ pub struct LanguageModel<B: Backend> {
     pub position_embedding: Option<Embedding<B>>,
     pub layers: Vec<Layer<B>>,
     pub lm_head: Option<Linear<B>>,
+    /// The lm_head is the token embedding, transposed (GPT-2's weight tying): its gradient is
+    /// the sum of both uses'.
+    pub tied_head: bool,
     pub block_size: usize,
 }
 
@@ -31,6 +34,23 @@ impl<B: Backend> LanguageModel<B> {
             x = layer.forward(x);
         }
         self.logits(x)
+    }
+
+    /// The same model for a shorter context: the first `block_size` position embeddings are
+    /// kept (nanoGPT's `crop_block_size`, to fine-tune GPT-2 on shorter windows).
+    pub fn crop_block_size(mut self, block_size: usize) -> Self {
+        assert!(
+            block_size <= self.block_size,
+            "cannot grow the context from {} to {block_size}",
+            self.block_size
+        );
+        if let Some(positions) = &mut self.position_embedding {
+            let weight = positions.weight.val();
+            let [_, width] = weight.dims();
+            positions.weight = Param::from_tensor(weight.slice([0..block_size, 0..width]));
+        }
+        self.block_size = block_size;
+        self
     }
 
     /// Token embedding plus the position embedding of positions `start..start + time`.
@@ -59,6 +79,14 @@ impl<B: Backend> LanguageModel<B> {
     fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(lm_head) => tinygpt_layers::linear::per_position(lm_head, x),
+            None if self.tied_head => {
+                let [batch, time, width] = x.dims();
+                let weight = self.token_embedding.weight.val();
+                let vocab = weight.dims()[0];
+                x.reshape([batch * time, width])
+                    .matmul(weight.transpose())
+                    .reshape([batch, time, vocab])
+            }
             None => x,
         }
     }
