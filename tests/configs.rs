@@ -1,13 +1,47 @@
 //! Every shipped config parses, survives a round trip through the checkpoint's RON, and builds
-//! a model with the parameter count of the PyTorch original (vocabulary of 65 characters), which
-//! the config alone also gives.
+//! a model with the parameter count of the PyTorch original (vocabulary of 65 characters, or
+//! GPT-2's 50,257 tokens), which the config alone also gives.
 
 use burn::backend::NdArray;
 use burn::module::Module;
 use std::path::{Path, PathBuf};
+use tinygpt_tokenizer::{TokenizerSpec, GPT2_VOCAB_SIZE};
+use tinygpt_train::hf::HfGpt2Config;
 use tinygpt_train::RunConfig;
 
 const TINY_SHAKESPEARE_VOCAB: usize = 65;
+
+/// GPT-2 small's `config.json`, as the hub's `gpt2` has it.
+fn gpt2_small() -> HfGpt2Config {
+    HfGpt2Config {
+        n_layer: 12,
+        n_head: 12,
+        n_embd: 768,
+        n_positions: 1024,
+        vocab_size: 50257,
+        n_inner: 3072,
+        layer_norm_epsilon: 1e-5,
+        activation: tinygpt_layers::Activation::GeluTanh,
+        initializer_range: 0.02,
+    }
+}
+
+/// A config; one that starts from `models/gpt2` reads GPT-2 small's config.json from a
+/// temporary directory instead (the weights are not needed to build the architecture).
+fn load(path: &Path, scratch: &Path) -> RunConfig {
+    let text = std::fs::read_to_string(path).unwrap();
+    if !text.contains("\"models/gpt2\"") {
+        return RunConfig::load(path).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let dir = scratch.join("gpt2");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), gpt2_small().to_json()).unwrap();
+    let text = text.replace(
+        "\"models/gpt2\"",
+        &format!("{:?}", dir.display().to_string()),
+    );
+    RunConfig::parse(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"))
+}
 
 fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
@@ -23,6 +57,12 @@ fn expected_params(name: &str) -> Option<usize> {
         // nanoGPT's CPU shape with gpt.py's blocks: 4 x 198,272 + embeddings, ln_f and lm_head.
         "nanogpt_cpu" | "nanogpt_cpu_recipe" => 816_705,
         "gpt" | "nanogpt_shakespeare_char" => 10_788_929,
+        // GPT-2 small (tied head), as Hugging Face counts `gpt2`.
+        "gpt2" => 124_439_808,
+        // The same with the context cropped to 256 positions: 768 x 768 fewer.
+        "finetune_shakespeare" => 123_849_984,
+        // 50,257 x 128 embedding + 64 x 128 positions + 4 GPT-2 blocks + ln_f.
+        "shakespeare_bpe" => 7_234_432,
         _ => return None,
     })
 }
@@ -30,22 +70,28 @@ fn expected_params(name: &str) -> Option<usize> {
 #[test]
 fn every_config_builds_with_the_stated_parameter_count() {
     let mut seen = Vec::new();
+    let scratch = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(configs_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("ron") {
             continue;
         }
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let config = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let config = load(&path, scratch.path());
         let text = std::fs::read_to_string(&path).unwrap();
+        let vocab = match config.data.tokenizer {
+            TokenizerSpec::Char => TINY_SHAKESPEARE_VOCAB,
+            TokenizerSpec::Gpt2 => GPT2_VOCAB_SIZE,
+        };
         assert!(
             text.trim_start().starts_with("//"),
             "{name}.ron must open with a comment saying what it is"
         );
         let model_config = config
             .model
-            .resolve(TINY_SHAKESPEARE_VOCAB)
+            .resolve(vocab)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Built lazily: the count needs no random weights.
         let model = model_config.init::<NdArray<f32>>(&Default::default());
         let expected = expected_params(&name)
             .unwrap_or_else(|| panic!("configs/{name}.ron has no expected parameter count here"));
@@ -71,12 +117,15 @@ fn every_config_builds_with_the_stated_parameter_count() {
         [
             "bigram",
             "feedforward",
+            "finetune_shakespeare",
             "gpt",
+            "gpt2",
             "head",
             "multihead",
             "nanogpt_cpu",
             "nanogpt_cpu_recipe",
             "nanogpt_shakespeare_char",
+            "shakespeare_bpe",
             "transformer"
         ]
     );

@@ -3,6 +3,7 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::path::Path;
+use tinygpt_tokenizer::Tokenizer;
 use tinygpt_train::checkpoint::{list_step_checkpoints, BEST_CHECKPOINT, CHECKPOINT_DIR};
 use tinygpt_train::metrics::read_metrics;
 use tinygpt_train::{dispatch, open_run, prepare, train, BackendKind, BackendTask, RunConfig};
@@ -62,7 +63,7 @@ fn learns_on(backend: BackendKind) {
     let corpus = dir.path().join("corpus.txt");
     generated_corpus(&corpus);
     let prepared = prepare(small_config(&corpus, 300), "small.ron").unwrap();
-    let vocab = prepared.tokenizer.chars().len();
+    let vocab = prepared.tokenizer.vocab_size();
     let run_dir = dir.path().join("run");
     let report = dispatch(backend, Train(&prepared, &run_dir)).unwrap();
 
@@ -106,7 +107,7 @@ fn learns_on(backend: BackendKind) {
         serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary.val_loss_full, Some(report.val_loss_full));
     let run = open_run(&run_dir).unwrap();
-    assert_eq!(run.checkpoint.meta.step, 300);
+    assert_eq!(run.step(), 300);
     assert_eq!(run.tokenizer, prepared.tokenizer);
     assert_eq!(run.config, prepared.config);
 }
@@ -144,7 +145,7 @@ fn full_split_loss_is_the_mean_over_windows() {
         (batched - one_by_one).abs() < 1e-5,
         "{batched} vs {one_by_one}"
     );
-    let uniform = (prepared.tokenizer.chars().len() as f64).ln();
+    let uniform = (prepared.tokenizer.vocab_size() as f64).ln();
     assert!(
         (batched - uniform).abs() < 0.2,
         "an untrained model is near ln(vocab)"

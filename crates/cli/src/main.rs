@@ -1,4 +1,5 @@
-//! `tinygpt`: inspect a config, train a character-level GPT, and generate text from a run.
+//! `tinygpt`: inspect a config or model, train or fine-tune a GPT, generate text, evaluate, and
+//! export to Hugging Face's GPT-2 format.
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
@@ -10,21 +11,26 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use tinygpt_model::{Sampler, Sampling};
-use tinygpt_tokenizer::Tokenizer;
+use tinygpt_tokenizer::{TextStream, Tokenizer};
 use tinygpt_train::activity::{self, Phase};
 use tinygpt_train::memory::{group_digits, human_bytes};
 use tinygpt_train::{
-    available_memory, dispatch, judge, load_model, open_run, prepare, train, BackendKind,
-    BackendTask, MemoryEstimate, Prepared, RunConfig, TrainError, TrainOptions, TrainReport,
-    Verdict,
+    available_memory, dispatch, full_split_loss, judge, open_run, prepare, prepare_with, train,
+    BackendKind, BackendTask, Corpus, LoadedRun, MemoryEstimate, Prepared, RunConfig, TrainError,
+    TrainOptions, TrainReport, Verdict,
 };
 
-/// Train and sample character-level GPT language models (the "GPT from scratch" tutorial's
-/// models, from a bigram table to a Transformer) on the CPU or a CUDA GPU.
+/// Train and sample GPT language models (the "GPT from scratch" tutorial's character models,
+/// from a bigram table to a Transformer, and GPT-2 with its pretrained weights) on the CPU or a
+/// CUDA GPU.
 #[derive(Parser)]
 #[command(name = "tinygpt", version, propagate_version = true)]
-#[command(after_help = "Example:\n  tinygpt train configs/transformer.ron\n  \
-    tinygpt generate runs/transformer --prompt \"ROMEO:\"")]
+#[command(after_help = "Examples:\n  tinygpt train configs/transformer.ron\n  \
+    tinygpt generate runs/transformer --prompt \"ROMEO:\"\n  \
+    tinygpt generate models/gpt2 --prompt \"ROMEO:\" --temperature 0.8 --top-k 200\n  \
+    tinygpt train configs/finetune_shakespeare.ron\n  \
+    tinygpt eval runs/finetune_shakespeare\n  \
+    tinygpt export runs/finetune_shakespeare --hf out/my-gpt2")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,10 +38,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show a config's architecture, layer by layer, with parameter counts, and the memory
-    /// training and generation will need (all from the config: nothing is allocated).
+    /// Show a config's or a model's architecture, layer by layer, with parameter counts, and the
+    /// memory training and generation will need (all from the config: no weights are built).
     Info {
-        /// A RON config, e.g. configs/transformer.ron.
+        /// A RON config (configs/transformer.ron), a run directory, a .ckpt file, or a Hugging
+        /// Face GPT-2 directory (config.json + model.safetensors).
         config: PathBuf,
         /// The backend to estimate memory for [default: flex].
         #[arg(long)]
@@ -44,10 +51,41 @@ enum Command {
     /// Train the model a config describes; writes checkpoints, metrics.csv and a sample to the
     /// run directory.
     Train(TrainArgs),
-    /// Generate text from a trained run (its newest checkpoint) or a checkpoint file.
+    /// Generate text from a trained run (its newest checkpoint), a checkpoint file, or a Hugging
+    /// Face GPT-2 directory.
     Generate(GenerateArgs),
+    /// Loss and perplexity of a model on the whole validation split of a corpus.
+    Eval(EvalArgs),
+    /// Write a GPT-2-shaped model as a Hugging Face directory (config.json + model.safetensors)
+    /// that `GPT2LMHeadModel.from_pretrained` loads.
+    Export(ExportArgs),
     /// Time training steps (forward, backward, AdamW) of a config's model on random tokens.
     Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run directory, a .ckpt file, or a Hugging Face GPT-2 directory.
+    model: PathBuf,
+    /// The corpus: a RON config (its data section) or a UTF-8 text file [default: the model's
+    /// own config's data, Tiny Shakespeare for a Hugging Face model].
+    #[arg(long, value_name = "CONFIG_OR_CORPUS")]
+    data: Option<PathBuf>,
+    /// Windows per forward pass [default: 4096 tokens' worth].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// flex, ndarray, cuda, cuda-bf16 or cuda-f16 [default: flex].
+    #[arg(long)]
+    backend: Option<BackendKind>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A run directory or .ckpt file of a GPT-2-shaped model (or a Hugging Face directory).
+    model: PathBuf,
+    /// The directory to write config.json and model.safetensors to.
+    #[arg(long, value_name = "DIR")]
+    hf: PathBuf,
 }
 
 #[derive(Args)]
@@ -117,12 +155,14 @@ struct GenerateArgs {
     /// Go on even when the memory estimate is far over what the machine has.
     #[arg(long)]
     skip_memory_check: bool,
-    /// A run directory written by `tinygpt train`, or a .ckpt file.
+    /// A run directory written by `tinygpt train`, a .ckpt file, or a Hugging Face GPT-2
+    /// directory (config.json + model.safetensors).
     run: PathBuf,
-    /// Text to continue [default: start from a newline].
+    /// Text to continue [default: a newline for a character model, <|endoftext|> for GPT-2].
+    /// Only the last block_size tokens are kept.
     #[arg(long, default_value = "")]
     prompt: String,
-    /// How many characters to generate.
+    /// How many tokens (characters for a character model) to generate.
     #[arg(long, default_value_t = 500)]
     max_new_tokens: usize,
     /// Sampling temperature: lower is more conservative; 0 always picks the likeliest character.
@@ -161,6 +201,8 @@ fn main() -> ExitCode {
         }
         Command::Train(args) => train_command(args),
         Command::Generate(args) => generate_command(args).map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => eval_command(args).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => export_command(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench_command(args).map(|()| ExitCode::SUCCESS),
     });
     match result {
@@ -177,17 +219,30 @@ fn load_prepared(path: &Path) -> Result<Prepared> {
     Ok(prepare(config, &path.display().to_string())?)
 }
 
+/// A path `info`, `generate`, `eval` and `export` read as a model rather than a config.
+fn is_model_path(path: &Path) -> bool {
+    path.is_dir() || path.extension().is_some_and(|e| e == "ckpt")
+}
+
 fn info(path: &Path, backend: BackendKind) -> Result<()> {
-    let prepared = load_prepared(path)?;
-    let model = &prepared.model;
+    let (model, batch, tokenizer) = if is_model_path(path) {
+        let run = open_run(path)?;
+        (run.model, run.config.training.batch_size, run.tokenizer)
+    } else {
+        let prepared = load_prepared(path)?;
+        let batch = prepared.config.training.batch_size;
+        (prepared.model, batch, prepared.tokenizer)
+    };
+    let model = &model;
     let rows = model.summary();
     let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let detail_width = rows.iter().map(|r| r.detail.len()).max().unwrap_or(0);
     let shape_width = rows.iter().map(|r| r.shape.len()).max().unwrap_or(0);
     println!(
-        "{}: vocab {}, n_embd {}, block_size {}",
+        "{}: vocab {} ({}), n_embd {}, block_size {}",
         path.display(),
         model.vocab_size,
+        tokenizer.describe(),
         model.n_embd,
         model.block_size
     );
@@ -201,7 +256,6 @@ fn info(path: &Path, backend: BackendKind) -> Result<()> {
         );
     }
     println!("total parameters: {}", group_digits(model.num_params()));
-    let batch = prepared.config.training.batch_size;
     let training = MemoryEstimate::training(model, batch, backend);
     let generation = MemoryEstimate::generation(model, backend);
     println!(
@@ -319,7 +373,14 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         (Some(run_dir), _) => {
             let run = open_run(run_dir)?;
             let origin = run.path.display().to_string();
-            (run.config, origin, run_dir.clone(), Some(run.checkpoint))
+            let tinygpt_train::Weights::Checkpoint(checkpoint) = run.weights else {
+                bail!(
+                    "{} is a Hugging Face model, not a tinygpt run: fine-tune it with a config \
+                     whose training.init_from names it (see configs/finetune_shakespeare.ron)",
+                    run_dir.display()
+                );
+            };
+            (run.config, origin, run_dir.clone(), Some(checkpoint))
         }
         (None, Some(path)) => {
             let mut config = RunConfig::load(path)?;
@@ -485,9 +546,29 @@ impl BackendTask for GenerateTask<'_> {
                 run.tokenizer.vocab_size()
             );
         }
-        let prompt = run.tokenizer.encode(&args.prompt)?;
-        activity::enter(Phase::LoadingCheckpoint, run.checkpoint.meta.step);
-        let model = load_model::<B::InnerBackend>(&run.model, &run.checkpoint.model, &device)
+        let mut prompt = if args.prompt.is_empty() {
+            run.tokenizer.start_tokens()
+        } else {
+            run.tokenizer.encode(&args.prompt)?
+        };
+        if let Some(&token) = prompt.iter().find(|&&t| t >= run.model.vocab_size) {
+            bail!(
+                "the prompt encodes to token {token}, outside the model's vocabulary of {} tokens",
+                run.model.vocab_size
+            );
+        }
+        let block_size = run.model.block_size;
+        if prompt.len() > block_size {
+            eprintln!(
+                "note: the prompt is {} tokens; the model sees only its last {block_size} \
+                 (block_size)",
+                prompt.len()
+            );
+            prompt.drain(..prompt.len() - block_size);
+        }
+        activity::enter(Phase::LoadingCheckpoint, run.step());
+        let model = run
+            .load_model::<B::InnerBackend>(&device)
             .with_context(|| format!("loading weights from {}", run.path.display()))?;
         let mut sampler = Sampler::new(
             Sampling {
@@ -497,14 +578,16 @@ impl BackendTask for GenerateTask<'_> {
             },
             args.seed,
         );
-        activity::enter(Phase::Sampling, run.checkpoint.meta.step);
+        activity::enter(Phase::Sampling, run.step());
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let mut write_error = None;
         write!(out, "{}", args.prompt)?;
+        // Byte-level tokens may end mid-character: print whole characters only.
+        let mut text = TextStream::new(&run.tokenizer);
         model.generate_with(&prompt, args.max_new_tokens, &mut sampler, |token| {
-            let text = run.tokenizer.decode(&[token]).unwrap_or_default();
-            match write!(out, "{text}").and_then(|_| out.flush()) {
+            let piece = text.push(token).unwrap_or_default();
+            match write!(out, "{piece}").and_then(|_| out.flush()) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => {
                     write_error = Some(e);
@@ -512,7 +595,8 @@ impl BackendTask for GenerateTask<'_> {
                 }
             }
         });
-        match write_error.map_or_else(|| writeln!(out), Err) {
+        let rest = text.finish();
+        match write_error.map_or_else(|| writeln!(out, "{rest}"), Err) {
             // A closed pipe (`| head`) is a normal way to stop reading.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             Err(e) => Err(e.into()),
@@ -540,7 +624,8 @@ fn generate_command(args: GenerateArgs) -> Result<()> {
     // The run's own backend reproduces what it computed; a run trained on a GPU still generates
     // on a machine or build without one.
     let backend = args.backend.unwrap_or_else(|| {
-        run_backend(&run.checkpoint.meta.backend)
+        run.backend()
+            .and_then(run_backend)
             .filter(|kind| kind.compiled_in())
             .unwrap_or_default()
     });
@@ -552,6 +637,98 @@ fn generate_command(args: GenerateArgs) -> Result<()> {
         args.skip_memory_check,
     )?;
     dispatch(backend, GenerateTask { args: &args, run })?
+}
+
+struct EvalTask {
+    run: LoadedRun,
+    prepared: Prepared,
+}
+
+impl BackendTask for EvalTask {
+    type Output = Result<f64>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, _kind: BackendKind) -> Self::Output {
+        activity::enter(Phase::LoadingCheckpoint, self.run.step());
+        let model = self
+            .run
+            .load_model::<B::InnerBackend>(&device)
+            .with_context(|| format!("loading weights from {}", self.run.path.display()))?;
+        activity::enter(Phase::Evaluating, self.run.step());
+        Ok(full_split_loss(
+            &model,
+            &self.prepared,
+            tinygpt_data::Split::Val,
+            &device,
+        ))
+    }
+}
+
+fn eval_command(args: EvalArgs) -> Result<()> {
+    let run = open_run(&args.model)?;
+    let mut config = run.config.clone();
+    let origin = match &args.data {
+        Some(path) if path.extension().is_some_and(|e| e == "ron") => {
+            config.data = RunConfig::load(path)?.data;
+            path.display().to_string()
+        }
+        Some(path) => {
+            config.data.corpus = Corpus::File {
+                path: path.clone(),
+                sha256: None,
+            };
+            path.display().to_string()
+        }
+        None => run.path.display().to_string(),
+    };
+    config.training.batch_size = args
+        .batch_size
+        .unwrap_or((4096 / run.model.block_size).max(1));
+    if config.training.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let prepared = prepare_with(config, &origin, Some(run.tokenizer.clone()))?;
+    let tokens = prepared
+        .splits
+        .window_count(tinygpt_data::Split::Val, prepared.model.block_size)
+        * prepared.model.block_size;
+    let backend = args.backend.unwrap_or_default();
+    check_memory(
+        &MemoryEstimate::generation(&run.model, backend),
+        backend,
+        "evaluation",
+        "The model is too large for this machine's memory",
+        false,
+    )?;
+    let model_path = run.path.clone();
+    let block_size = prepared.model.block_size;
+    let loss = dispatch(backend, EvalTask { run, prepared })??;
+    println!(
+        "{}: val loss {loss:.4}, perplexity {:.2}, over {} tokens of {origin} (the whole \
+         validation split, in windows of {block_size}) on {backend}",
+        model_path.display(),
+        loss.exp(),
+        group_digits(tokens as u64),
+    );
+    Ok(())
+}
+
+fn export_command(args: ExportArgs) -> Result<()> {
+    let run = open_run(&args.model)?;
+    let device = Default::default();
+    let model = run
+        .load_model::<burn::backend::NdArray<f32>>(&device)
+        .with_context(|| format!("loading weights from {}", run.path.display()))?;
+    tinygpt_train::hf::export(&model, &run.model, &run.tokenizer, &args.hf)?;
+    println!(
+        "wrote {} and {} to {} ({} parameters); load it with \
+         GPT2LMHeadModel.from_pretrained({:?})",
+        tinygpt_train::hf::CONFIG_FILE,
+        tinygpt_train::hf::WEIGHTS_FILE,
+        args.hf.display(),
+        group_digits(run.model.num_params()),
+        args.hf.display().to_string()
+    );
+    Ok(())
 }
 
 struct BenchTask<'a> {

@@ -18,6 +18,8 @@ pub enum Activation {
     GeluTanh,
 }
 
+// Burn's `Config` derive re-emits the enum without `#[default]`, so `derive(Default)` cannot be used.
+#[allow(clippy::derivable_impls)]
 impl Default for Activation {
     fn default() -> Self {
         Activation::Relu
@@ -68,7 +70,7 @@ mod tests {
         let run =
             |a: Activation| -> Vec<f32> { a.forward(x.clone()).into_data().to_vec().unwrap() };
         // torch.nn.functional.gelu(x) and gelu(x, approximate="tanh") in float64.
-        let exact = [
+        let exact: [f64; 7] = [
             -0.004049694,
             -0.15865525,
             -0.15426877,
@@ -77,7 +79,7 @@ mod tests {
             0.84134475,
             2.9959503,
         ];
-        let tanh = [
+        let tanh: [f64; 7] = [
             -0.0036373920,
             -0.15880801,
             -0.15428599,
@@ -91,7 +93,7 @@ mod tests {
             (run(Activation::GeluTanh), tanh),
         ] {
             for (g, w) in got.iter().zip(want) {
-                assert!((g - w).abs() < 2e-6, "{got:?} vs {want:?}");
+                assert!((*g as f64 - w).abs() < 2e-6, "{got:?} vs {want:?}");
             }
         }
         assert_eq!(run(Activation::Relu), [0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 3.0]);

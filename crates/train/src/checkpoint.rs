@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tinygpt_tokenizer::AnyTokenizer;
+#[cfg(test)]
 use tinygpt_tokenizer::CharTokenizer;
 
 const MAGIC: &[u8; 16] = b"TINYGPT-CKPT-v1\n";
@@ -24,7 +26,7 @@ pub struct CheckpointMeta {
     pub step: usize,
     /// The run config, as RON.
     pub config: String,
-    pub vocab: CharTokenizer,
+    pub vocab: AnyTokenizer,
     /// The latest loss estimate at or before `step` (none before the first evaluation).
     pub last_eval: Option<LossEstimate>,
     /// The lowest validation loss so far, the one `best.ckpt` holds.
@@ -236,7 +238,7 @@ mod tests {
             meta: CheckpointMeta {
                 step: 500,
                 config: "(model: ())".into(),
-                vocab: CharTokenizer::fit("abc\n").unwrap(),
+                vocab: CharTokenizer::fit("abc\n").unwrap().into(),
                 last_eval: Some(LossEstimate {
                     step: 500,
                     train: 2.0,

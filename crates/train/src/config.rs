@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tinygpt_data::CorpusSource;
 use tinygpt_model::ModelSpec;
+use tinygpt_tokenizer::TokenizerSpec;
 
 /// A whole config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +17,18 @@ pub struct RunConfig {
     pub training: TrainingSpec,
 }
 
+/// A config as written: the model section may be left out when `training.init_from` names a
+/// pretrained model, whose architecture it then is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrittenConfig {
+    #[serde(default)]
+    model: Option<ModelSpec>,
+    #[serde(default)]
+    data: DataSpec,
+    training: TrainingSpec,
+}
+
 /// Which text to train on and how to split it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +36,13 @@ pub struct DataSpec {
     pub corpus: Corpus,
     /// Share of the tokens used for training; the rest validates.
     pub train_fraction: f64,
+    /// `Char` (the default: the corpus's characters) or `Gpt2` (GPT-2's BPE).
+    #[serde(skip_serializing_if = "is_char")]
+    pub tokenizer: TokenizerSpec,
+}
+
+fn is_char(spec: &TokenizerSpec) -> bool {
+    *spec == TokenizerSpec::Char
 }
 
 impl Default for DataSpec {
@@ -30,6 +50,63 @@ impl Default for DataSpec {
         Self {
             corpus: Corpus::TinyShakespeare,
             train_fraction: 0.9,
+            tokenizer: TokenizerSpec::Char,
+        }
+    }
+}
+
+/// Weights a run starts from instead of a random init (fine-tuning).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InitFrom {
+    /// A Hugging Face GPT-2 directory (`config.json` + `model.safetensors`).
+    HuggingFace {
+        path: PathBuf,
+        /// A shorter context than the checkpoint's (its first position embeddings are kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block_size: Option<usize>,
+        /// The model's dropout while fine-tuning.
+        #[serde(default)]
+        dropout: f64,
+    },
+    /// A tinygpt run directory (its newest checkpoint) or `.ckpt` file.
+    Run {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block_size: Option<usize>,
+        #[serde(default)]
+        dropout: f64,
+    },
+}
+
+impl InitFrom {
+    pub fn path(&self) -> &Path {
+        match self {
+            InitFrom::HuggingFace { path, .. } | InitFrom::Run { path, .. } => path,
+        }
+    }
+
+    /// The architecture of the weights, with this section's context and dropout.
+    pub fn model_spec(&self) -> Result<ModelSpec, String> {
+        match self {
+            InitFrom::HuggingFace {
+                path,
+                block_size,
+                dropout,
+            } => {
+                let config = crate::hf::HfGpt2Config::read(path).map_err(|e| e.to_string())?;
+                Ok(config.model_spec(*block_size, *dropout))
+            }
+            InitFrom::Run {
+                path,
+                block_size,
+                dropout,
+            } => {
+                let run = crate::open_run(path).map_err(|e| e.to_string())?;
+                let mut spec = run.config.model;
+                spec.block_size = block_size.unwrap_or(spec.block_size);
+                spec.dropout = *dropout;
+                Ok(spec)
+            }
         }
     }
 }
@@ -105,6 +182,31 @@ pub struct TrainingSpec {
     /// How many step checkpoints to keep (the best one is kept besides).
     #[serde(default = "default_keep")]
     pub keep_checkpoints: usize,
+    /// Start from pretrained weights (fine-tuning); the model section may then be left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+}
+
+impl TrainingSpec {
+    /// What a pretrained model without a tinygpt config (a Hugging Face directory) is evaluated
+    /// and sampled with.
+    pub fn for_pretrained() -> Self {
+        Self {
+            batch_size: 4,
+            max_iters: 0,
+            learning_rate: 3e-5,
+            eval_interval: 1,
+            eval_iters: 1,
+            seed: default_seed(),
+            optimizer: AdamWSpec::default(),
+            lr_schedule: LrSchedule::default(),
+            grad_clip: None,
+            gradient_accumulation_steps: 1,
+            sample_tokens: default_sample_tokens(),
+            keep_checkpoints: default_keep(),
+            init_from: None,
+        }
+    }
 }
 
 fn default_accumulation() -> usize {
@@ -177,14 +279,36 @@ impl RunConfig {
     /// Parses RON text; `origin` names it in errors. Layer and corpus settings may be written
     /// without the extra parentheses (`Block(n_head: 4)`), and optional values without `Some`.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: RunConfig = ron_options()
-            .from_str(text)
-            .map_err(|e| ConfigError::Syntax {
-                path: origin.to_string(),
-                line: e.position.line,
-                column: e.position.col,
-                message: e.code.to_string(),
-            })?;
+        let written: WrittenConfig =
+            ron_options()
+                .from_str(text)
+                .map_err(|e| ConfigError::Syntax {
+                    path: origin.to_string(),
+                    line: e.position.line,
+                    column: e.position.col,
+                    message: e.code.to_string(),
+                })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let model =
+            match (written.model, &written.training.init_from) {
+                (Some(model), _) => model,
+                (None, Some(init_from)) => init_from
+                    .model_spec()
+                    .map_err(|e| invalid(format!("training.init_from: {e}")))?,
+                (None, None) => return Err(invalid(
+                    "the config has no model section: describe the architecture, or start from \
+                     a pretrained model with training.init_from"
+                        .into(),
+                )),
+            };
+        let config = RunConfig {
+            model,
+            data: written.data,
+            training: written.training,
+        };
         config.check().map_err(|message| ConfigError::Invalid {
             path: origin.to_string(),
             message,
@@ -246,6 +370,15 @@ impl RunConfig {
                 "training.optimizer.weight_decay must be zero or positive, got {}",
                 o.weight_decay
             ));
+        }
+        if matches!(t.init_from, Some(InitFrom::HuggingFace { .. }))
+            && self.data.tokenizer != TokenizerSpec::Gpt2
+        {
+            return Err(
+                "training.init_from: a Hugging Face GPT-2 reads GPT-2's tokens: set \
+                 data: (tokenizer: Gpt2, ...)"
+                    .into(),
+            );
         }
         let f = self.data.train_fraction;
         if !(f > 0.0 && f < 1.0) {

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod grads;
+pub mod hf;
 pub mod import;
 pub mod memory;
 pub mod metrics;
@@ -15,7 +16,7 @@ pub mod trainer;
 
 pub use backend::{dispatch, BackendError, BackendKind, BackendTask};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
-pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, RunConfig, TrainingSpec};
+pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, InitFrom, RunConfig, TrainingSpec};
 pub use memory::{available_memory, judge, MemoryEstimate, Verdict};
 pub use schedule::LrSchedule;
 pub use trainer::{
@@ -23,10 +24,11 @@ pub use trainer::{
     TrainOptions, TrainReport,
 };
 
-use std::path::PathBuf;
+use burn::tensor::backend::Backend;
+use std::path::{Path, PathBuf};
 use tinygpt_data::{load_corpus, DataError, TokenSplits};
-use tinygpt_model::{ModelConfig, ModelError};
-use tinygpt_tokenizer::{CharTokenizer, Tokenizer, TokenizerError};
+use tinygpt_model::{LanguageModel, ModelConfig, ModelError};
+use tinygpt_tokenizer::{AnyTokenizer, Tokenizer, TokenizerError};
 
 /// Everything that can stop a run, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,22 @@ pub enum TrainError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    HuggingFace(#[from] hf::HfError),
+    #[error(
+        "{dir} holds no model: it has no checkpoint (checkpoints/step-*.ckpt, as `tinygpt train` \
+         writes) and no {config} (a Hugging Face model directory holds {config} and {weights}, \
+         e.g. `huggingface-cli download gpt2 {config} {weights} --local-dir {dir}`)",
+        dir = dir.display(),
+        config = hf::CONFIG_FILE,
+        weights = hf::WEIGHTS_FILE
+    )]
+    NotAModel { dir: PathBuf },
+    #[error(
+        "the text contains characters the model's vocabulary lacks: {chars} (it has {vocab_size} \
+         characters)"
+    )]
+    UnknownChars { chars: String, vocab_size: usize },
     #[error("cannot write to the run directory {path}: {source}")]
     RunDir {
         path: PathBuf,
@@ -72,16 +90,41 @@ pub enum TrainError {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub config: RunConfig,
-    pub tokenizer: CharTokenizer,
+    pub tokenizer: AnyTokenizer,
     pub splits: TokenSplits,
     pub model: ModelConfig,
 }
 
 /// Reads the corpus (downloading it if needed) and checks the config against it.
-/// `origin` names the config in error messages.
+/// `origin` names the config in error messages. A run that starts from another tinygpt run
+/// keeps that run's tokenizer.
 pub fn prepare(config: RunConfig, origin: &str) -> Result<Prepared, TrainError> {
+    let tokenizer = match &config.training.init_from {
+        Some(InitFrom::Run { path, .. }) => Some(open_run(path)?.tokenizer),
+        _ => None,
+    };
+    prepare_with(config, origin, tokenizer)
+}
+
+/// [`prepare`] with a given tokenizer (a trained model's) instead of the config's.
+pub fn prepare_with(
+    config: RunConfig,
+    origin: &str,
+    tokenizer: Option<AnyTokenizer>,
+) -> Result<Prepared, TrainError> {
     let text = load_corpus(&config.data.corpus.source())?;
-    let tokenizer = CharTokenizer::fit(&text)?;
+    let tokenizer = match tokenizer {
+        Some(tokenizer) => tokenizer,
+        None => AnyTokenizer::for_corpus(config.data.tokenizer, &text)?,
+    };
+    let unknown = tokenizer.unknown_chars(&text);
+    if !unknown.is_empty() {
+        let listed: Vec<String> = unknown.iter().take(20).map(|c| format!("{c:?}")).collect();
+        return Err(TrainError::UnknownChars {
+            chars: listed.join(", "),
+            vocab_size: tokenizer.vocab_size(),
+        });
+    }
     let model = config
         .model
         .resolve(tokenizer.vocab_size())
@@ -100,17 +143,66 @@ pub fn prepare(config: RunConfig, origin: &str) -> Result<Prepared, TrainError> 
     })
 }
 
-/// A trained model's config and vocabulary, read from a checkpoint.
+/// A trained model's config and vocabulary, read from a checkpoint or a Hugging Face directory.
 pub struct LoadedRun {
-    pub checkpoint: Checkpoint,
+    pub weights: Weights,
     pub config: RunConfig,
-    pub tokenizer: CharTokenizer,
+    pub tokenizer: AnyTokenizer,
     pub model: ModelConfig,
     pub path: PathBuf,
 }
 
-/// Opens the newest checkpoint of a run directory (or a checkpoint file given directly).
-pub fn open_run(path: &std::path::Path) -> Result<LoadedRun, TrainError> {
+/// Where a loaded model's weights are.
+// One per loaded model: boxing the checkpoint would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Weights {
+    Checkpoint(Checkpoint),
+    /// A Hugging Face directory's `model.safetensors`, read when the model is built.
+    HuggingFace,
+}
+
+impl LoadedRun {
+    /// The checkpoint, for a tinygpt run.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        match &self.weights {
+            Weights::Checkpoint(checkpoint) => Some(checkpoint),
+            Weights::HuggingFace => None,
+        }
+    }
+
+    /// Optimizer steps behind these weights (0 for a Hugging Face model: unknown here).
+    pub fn step(&self) -> usize {
+        self.checkpoint().map_or(0, |c| c.meta.step)
+    }
+
+    /// The backend that trained it, when known.
+    pub fn backend(&self) -> Option<&str> {
+        self.checkpoint().map(|c| c.meta.backend.as_str())
+    }
+
+    /// Builds the model with its weights on backend `B`.
+    pub fn load_model<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<LanguageModel<B>, TrainError> {
+        match &self.weights {
+            Weights::Checkpoint(checkpoint) => load_model(&self.model, &checkpoint.model, device),
+            Weights::HuggingFace => Ok(hf::load_model(&self.path, &self.model, device)?),
+        }
+    }
+}
+
+/// Opens the newest checkpoint of a run directory, a checkpoint file given directly, or a Hugging
+/// Face GPT-2 directory (`config.json` + `model.safetensors`).
+pub fn open_run(path: &Path) -> Result<LoadedRun, TrainError> {
+    if hf::is_hf_dir(path) {
+        return open_hf(path);
+    }
+    if path.is_dir() && !path.join(checkpoint::CHECKPOINT_DIR).is_dir() {
+        return Err(TrainError::NotAModel {
+            dir: path.to_path_buf(),
+        });
+    }
     let file = if path.is_file() {
         path.to_path_buf()
     } else {
@@ -125,10 +217,39 @@ pub fn open_run(path: &std::path::Path) -> Result<LoadedRun, TrainError> {
         .resolve(tokenizer.vocab_size())
         .map_err(|source| TrainError::Model { origin, source })?;
     Ok(LoadedRun {
-        checkpoint,
+        weights: Weights::Checkpoint(checkpoint),
         config,
         tokenizer,
         model,
         path: file,
+    })
+}
+
+fn open_hf(dir: &Path) -> Result<LoadedRun, TrainError> {
+    let hf_config = hf::HfGpt2Config::read(dir)?;
+    let config = RunConfig {
+        model: hf_config.model_spec(None, 0.0),
+        data: DataSpec {
+            tokenizer: tinygpt_tokenizer::TokenizerSpec::Gpt2,
+            ..DataSpec::default()
+        },
+        training: TrainingSpec::for_pretrained(),
+    };
+    let tokenizer = AnyTokenizer::Gpt2(Default::default());
+    // The checkpoint's vocabulary is the model's, even one smaller than the tokenizer's (a test
+    // model): only training on GPT-2 tokens needs all of them.
+    let model = config
+        .model
+        .resolve(hf_config.vocab_size)
+        .map_err(|source| TrainError::Model {
+            origin: dir.join(hf::CONFIG_FILE).display().to_string(),
+            source,
+        })?;
+    Ok(LoadedRun {
+        weights: Weights::HuggingFace,
+        config,
+        tokenizer,
+        model,
+        path: dir.to_path_buf(),
     })
 }

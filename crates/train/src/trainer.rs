@@ -7,7 +7,7 @@ use crate::checkpoint::{
     BEST_CHECKPOINT, CHECKPOINT_DIR,
 };
 use crate::metrics::{MetricsRow, MetricsWriter};
-use crate::{grads, BackendKind, Prepared, RunConfig, TrainError};
+use crate::{grads, BackendKind, InitFrom, Prepared, RunConfig, TrainError};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -197,7 +197,13 @@ pub fn train<B: AutodiffBackend>(
     );
     activity::enter(Phase::BuildingModel, 0);
     B::seed(device, t.seed);
-    let mut model: LanguageModel<B> = prepared.model.init(device);
+    let mut model: LanguageModel<B> = match (&t.init_from, &options.resume) {
+        (Some(init_from), None) => {
+            activity::enter(Phase::LoadingCheckpoint, 0);
+            pretrained(init_from, prepared, device)?
+        }
+        _ => prepared.model.init(device),
+    };
     let parameters = model.num_params();
     let mut optimizer = adamw::<B>(t);
     let mut state = RunState::default();
@@ -377,7 +383,11 @@ pub fn train<B: AutodiffBackend>(
     let val_loss_full = full_split_loss(&model, prepared, Split::Val, device);
     let mut sampler = Sampler::new(Sampling::default(), t.seed);
     activity::enter(Phase::Sampling, state.step);
-    let tokens = model.generate(&[], t.sample_tokens, &mut sampler);
+    let tokens = model.generate(
+        &prepared.tokenizer.start_tokens(),
+        t.sample_tokens,
+        &mut sampler,
+    );
     let sample = prepared
         .tokenizer
         .decode(&tokens)
@@ -487,6 +497,46 @@ pub type OptimizerRecord<B> = <burn::optim::adaptor::OptimizerAdaptor<
     LanguageModel<B>,
     B,
 > as Optimizer<LanguageModel<B>, B>>::Record;
+
+/// The weights `init_from` names, for the prepared architecture (its context may be shorter).
+fn pretrained<B: Backend>(
+    init_from: &InitFrom,
+    prepared: &Prepared,
+    device: &B::Device,
+) -> Result<LanguageModel<B>, TrainError> {
+    match init_from {
+        InitFrom::HuggingFace { path, .. } => {
+            Ok(crate::hf::load_model(path, &prepared.model, device)?)
+        }
+        InitFrom::Run { path, .. } => {
+            let run = crate::open_run(path)?;
+            let mut source = run.config.model.clone();
+            source.block_size = prepared.config.model.block_size;
+            source.dropout = prepared.config.model.dropout;
+            if source != prepared.config.model {
+                return Err(TrainError::Mismatch(format!(
+                    "the config's architecture differs from the run it starts from ({}); only \
+                     block_size and dropout may change",
+                    path.display()
+                )));
+            }
+            if prepared.model.block_size > run.model.block_size {
+                return Err(TrainError::Mismatch(format!(
+                    "block_size {} is longer than the context {} was trained with ({})",
+                    prepared.model.block_size,
+                    path.display(),
+                    run.model.block_size
+                )));
+            }
+            // The prepared architecture (its dropout) at the source's context, then cropped.
+            let mut at_source = prepared.model.clone();
+            at_source.block_size = run.model.block_size;
+            let checkpoint = run.checkpoint().expect("a tinygpt run has a checkpoint");
+            Ok(load_model::<B>(&at_source, &checkpoint.model, device)?
+                .crop_block_size(prepared.model.block_size))
+        }
+    }
+}
 
 /// A checkpoint can only continue the run it came from.
 fn check_resumable(checkpoint: &Checkpoint, prepared: &Prepared) -> Result<(), TrainError> {

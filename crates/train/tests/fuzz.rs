@@ -22,7 +22,7 @@ fn valid_checkpoint() -> Vec<u8> {
         meta: CheckpointMeta {
             step: 7,
             config: shipped_configs()[0].clone(),
-            vocab: CharTokenizer::fit("hello world\n").unwrap(),
+            vocab: CharTokenizer::fit("hello world\n").unwrap().into(),
             last_eval: Some(LossEstimate {
                 step: 7,
                 train: 1.5,
