@@ -230,10 +230,34 @@ def model_fixture():
     return [os.path.join(model_dir, "config.json"), os.path.join(model_dir, "model.safetensors"), path]
 
 
+def random_gpt2_small(out_dir):
+    """A random model of GPT-2 small's shape (GPT2Config() defaults, 124,439,808 parameters),
+    saved as the hub's `gpt2` is: a stand-in for the real weights on machines that cannot
+    download them. Costs the same to run; says nothing sensible."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    model.save_pretrained(out_dir, safe_serialization=True)
+    extra = os.path.join(out_dir, "generation_config.json")
+    if os.path.exists(extra):
+        os.remove(extra)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"random GPT-2 small ({n:,} parameters) -> {out_dir}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--assets", help="folder with GPT-2's encoder.json and vocab.bpe")
+    ap.add_argument(
+        "--gpt2-small",
+        metavar="DIR",
+        help="instead of the fixtures, save a random GPT-2 small (Hugging Face layout) to DIR",
+    )
     args = ap.parse_args()
+    if args.gpt2_small:
+        random_gpt2_small(args.gpt2_small)
+        return
     assets = find_assets(args.assets)
     os.makedirs(OUT_DIR, exist_ok=True)
     print(f"tokenizer (assets {assets}):")

@@ -59,7 +59,8 @@ enum Command {
     /// Write a GPT-2-shaped model as a Hugging Face directory (config.json + model.safetensors)
     /// that `GPT2LMHeadModel.from_pretrained` loads.
     Export(ExportArgs),
-    /// Time training steps (forward, backward, AdamW) of a config's model on random tokens.
+    /// Time training steps (forward, backward, AdamW) of a config's model on random tokens, or
+    /// with --generation a model's generation (prefill and new tokens).
     Bench(BenchArgs),
 }
 
@@ -119,6 +120,20 @@ struct BenchArgs {
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     json: bool,
+    /// Time generation instead of training: CONFIG is then a model (run directory, .ckpt or
+    /// Hugging Face directory); --steps runs are timed after --warmup ones.
+    #[arg(long)]
+    generation: bool,
+    /// With --generation: prompt tokens before the new ones.
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    /// With --generation: new tokens, greedy, KV cache on.
+    #[arg(long, default_value_t = 128)]
+    new_tokens: usize,
+    /// With --generation: the long prompt whose forward pass (prefill) to the first new token is
+    /// timed.
+    #[arg(long, default_value_t = 512)]
+    prefill_tokens: usize,
 }
 
 #[derive(Args)]
@@ -180,6 +195,10 @@ struct GenerateArgs {
     /// backend the run trained on, if this build has it; else flex].
     #[arg(long)]
     backend: Option<BackendKind>,
+    /// Afterwards, print to stderr how long loading, the prompt (prefill) and the new tokens
+    /// took, and the peak memory.
+    #[arg(long)]
+    stats: bool,
 }
 
 // Why: see `mimalloc` in the workspace Cargo.toml (freed tensor buffers are reused, not zeroed
@@ -567,9 +586,11 @@ impl BackendTask for GenerateTask<'_> {
             prompt.drain(..prompt.len() - block_size);
         }
         activity::enter(Phase::LoadingCheckpoint, run.step());
+        let started = std::time::Instant::now();
         let model = run
             .load_model::<B::InnerBackend>(&device)
             .with_context(|| format!("loading weights from {}", run.path.display()))?;
+        let loaded = started.elapsed();
         let mut sampler = Sampler::new(
             Sampling {
                 temperature: args.temperature,
@@ -585,7 +606,12 @@ impl BackendTask for GenerateTask<'_> {
         write!(out, "{}", args.prompt)?;
         // Byte-level tokens may end mid-character: print whole characters only.
         let mut text = TextStream::new(&run.tokenizer);
+        let generating = std::time::Instant::now();
+        let mut first_token = None;
+        let mut produced = 0usize;
         model.generate_with(&prompt, args.max_new_tokens, &mut sampler, |token| {
+            first_token.get_or_insert_with(|| generating.elapsed());
+            produced += 1;
             let piece = text.push(token).unwrap_or_default();
             match write!(out, "{piece}").and_then(|_| out.flush()) {
                 Ok(()) => ControlFlow::Continue(()),
@@ -595,6 +621,24 @@ impl BackendTask for GenerateTask<'_> {
                 }
             }
         });
+        let generated = generating.elapsed();
+        if args.stats {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            let first = first_token.unwrap_or(generated);
+            eprintln!(
+                "stats: weights loaded in {:.0} ms; prompt of {} tokens to the first new token \
+                 {:.1} ms; {produced} new tokens in {:.1} ms ({:.1} tokens/s; {:.2} ms per token \
+                 after the first); peak resident memory {}",
+                ms(loaded),
+                prompt.len(),
+                ms(first),
+                ms(generated),
+                produced as f64 / generated.as_secs_f64().max(1e-9),
+                ms(generated - first) / produced.saturating_sub(1).max(1) as f64,
+                tinygpt_train::memory::resident_memory()
+                    .map_or("unknown".into(), |(peak, _)| human_bytes(peak as f64))
+            );
+        }
         let rest = text.finish();
         match write_error.map_or_else(|| writeln!(out, "{rest}"), Err) {
             // A closed pipe (`| head`) is a normal way to stop reading.
@@ -766,9 +810,131 @@ impl BackendTask for BenchTask<'_> {
     }
 }
 
+struct GenerationBench<'a> {
+    args: &'a BenchArgs,
+    run: LoadedRun,
+}
+
+/// Medians of the generation benchmark.
+#[derive(serde::Serialize)]
+struct GenerationTiming {
+    backend: String,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    generate_ms: f64,
+    tokens_per_sec: f64,
+    prefill_tokens: usize,
+    prefill_ms: f64,
+}
+
+impl BackendTask for GenerationBench<'_> {
+    type Output = Result<GenerationTiming>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) -> Self::Output {
+        use rand::{Rng, SeedableRng};
+        let args = self.args;
+        let model = self.run.load_model::<B::InnerBackend>(&device)?;
+        let block_size = self.run.model.block_size;
+        if args.prompt_tokens + args.new_tokens > block_size || args.prefill_tokens > block_size {
+            bail!(
+                "--prompt-tokens + --new-tokens and --prefill-tokens must fit the context of \
+                 {block_size} tokens"
+            );
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let vocab = self.run.model.vocab_size;
+        let mut random =
+            |n: usize| -> Vec<usize> { (0..n).map(|_| rng.random_range(0..vocab)).collect() };
+        let (prompt, long_prompt) = (
+            random(args.prompt_tokens.max(1)),
+            random(args.prefill_tokens.max(1)),
+        );
+        let greedy = || {
+            Sampler::new(
+                Sampling {
+                    temperature: 0.0,
+                    top_k: None,
+                    top_p: None,
+                },
+                0,
+            )
+        };
+        let time = |prompt: &[usize], new: usize| {
+            let started = std::time::Instant::now();
+            let tokens = model.generate(prompt, new, &mut greedy());
+            assert_eq!(tokens.len(), new);
+            started.elapsed().as_secs_f64() * 1e3
+        };
+        let median = |mut times: Vec<f64>| {
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        };
+        for _ in 0..args.warmup {
+            time(&prompt, args.new_tokens);
+            time(&long_prompt, 1);
+        }
+        let generate_ms = median(
+            (0..args.steps)
+                .map(|_| time(&prompt, args.new_tokens))
+                .collect(),
+        );
+        let prefill_ms = median((0..args.steps).map(|_| time(&long_prompt, 1)).collect());
+        Ok(GenerationTiming {
+            backend: kind.name().into(),
+            prompt_tokens: prompt.len(),
+            new_tokens: args.new_tokens,
+            generate_ms,
+            tokens_per_sec: args.new_tokens as f64 / (generate_ms / 1e3),
+            prefill_tokens: long_prompt.len(),
+            prefill_ms,
+        })
+    }
+}
+
+fn bench_generation(args: &BenchArgs) -> Result<()> {
+    let run = open_run(&args.config)?;
+    check_memory(
+        &MemoryEstimate::generation(&run.model, args.backend),
+        args.backend,
+        "this benchmark",
+        "The model is too large for this machine's memory",
+        args.skip_memory_check,
+    )?;
+    let resident_before = tinygpt_train::memory::resident_memory().map(|(_, now)| now);
+    let timing = dispatch(args.backend, GenerationBench { args, run })??;
+    let peak_growth = tinygpt_train::memory::resident_memory()
+        .zip(resident_before)
+        .map(|((peak, _), before)| peak.saturating_sub(before));
+    if args.json {
+        let mut json = serde_json::to_value(&timing)?;
+        json["peak_growth_bytes"] = serde_json::json!(peak_growth);
+        println!("{json}");
+    } else {
+        println!(
+            "{} on {}: {} new tokens after a {}-token prompt in {:.1} ms ({:.1} tokens/s); \
+             prefill of {} tokens to the first new token {:.1} ms (medians of {}); peak resident \
+             growth {}",
+            args.config.display(),
+            timing.backend,
+            timing.new_tokens,
+            timing.prompt_tokens,
+            timing.generate_ms,
+            timing.tokens_per_sec,
+            timing.prefill_tokens,
+            timing.prefill_ms,
+            args.steps,
+            peak_growth.map_or("unknown here".into(), |bytes| human_bytes(bytes as f64))
+        );
+    }
+    Ok(())
+}
+
 fn bench_command(args: BenchArgs) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
+    }
+    if args.generation {
+        return bench_generation(&args);
     }
     let config = RunConfig::load(&args.config)?;
     let model = config

@@ -72,6 +72,9 @@ pub struct LinearDims {
     pub rows: usize,
     pub d_in: usize,
     pub d_out: usize,
+    /// The weight is stored as its `[d_out × d_in]` transpose: a tied lm_head's weight is the
+    /// token embedding, `[vocab × n_embd]`. Its gradient comes in the same layout.
+    pub weight_transposed: bool,
 }
 
 /// `x · weight + bias`, `[rows × d_out]`.
@@ -87,7 +90,7 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, d: LinearDims) -
         x,
         false,
         weight,
-        false,
+        d.weight_transposed,
     );
     out
 }
@@ -102,14 +105,26 @@ pub fn grad_input(grad_out: &[f32], weight: &[f32], d: LinearDims) -> Vec<f32> {
         grad_out,
         false,
         weight,
-        true,
+        !d.weight_transposed,
     );
     grad
 }
 
-/// `Xᵀ · dY`: the gradient with respect to the weight.
+/// `Xᵀ · dY`: the gradient with respect to the weight (`dYᵀ · X` when it is stored transposed).
 pub fn grad_weight(x: &[f32], grad_out: &[f32], d: LinearDims) -> Vec<f32> {
     let mut grad = vec![0.0; d.d_in * d.d_out];
+    if d.weight_transposed {
+        gemm_row_major(
+            &mut grad,
+            false,
+            (d.d_out, d.d_in, d.rows),
+            grad_out,
+            true,
+            x,
+            false,
+        );
+        return grad;
+    }
     gemm_row_major(
         &mut grad,
         false,
@@ -166,6 +181,7 @@ mod tests {
             rows: 5,
             d_in: 3,
             d_out: 4,
+            weight_transposed: false,
         };
         let values = |n: usize, seed: f32| -> Vec<f32> {
             (0..n).map(|i| (i as f32 * 0.37 + seed).sin()).collect()
@@ -193,5 +209,18 @@ mod tests {
             .map(|j| (0..5).map(|i| dy[i * 4 + j]).sum())
             .collect();
         close(&grad_bias(&dy, d), &sums);
+
+        // The same products with the weight stored as its transpose.
+        let wt = transpose(&w, 3, 4);
+        let dt = LinearDims {
+            weight_transposed: true,
+            ..d
+        };
+        close(&forward(&x, &wt, Some(&b), dt), &expected);
+        close(&grad_input(&dy, &wt, dt), &grad_input(&dy, &w, d));
+        close(
+            &grad_weight(&x, &dy, dt),
+            &transpose(&grad_weight(&x, &dy, d), 3, 4),
+        );
     }
 }

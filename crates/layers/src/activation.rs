@@ -31,7 +31,7 @@ impl Activation {
         match self {
             Activation::Relu => activation::relu(x),
             Activation::Gelu => activation::gelu(x),
-            Activation::GeluTanh => activation::gelu_approximate(x),
+            Activation::GeluTanh => gelu_tanh(x),
         }
     }
 
@@ -53,6 +53,14 @@ impl Activation {
             _ => None,
         }
     }
+}
+
+/// `0.5 x (1 + tanh(sqrt(2/π) x (1 + 0.044715 x²)))`: Burn's `gelu_approximate` with `x³` as
+/// `x · x²` instead of `powf(x, 3)` (libm's powf was 4% of a GPT-2 prefill).
+fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let inner = x.clone() * (x.clone().square() * (0.044715 * SQRT_2_OVER_PI) + SQRT_2_OVER_PI);
+    x * (inner.tanh() + 1.0) * 0.5
 }
 
 #[cfg(test)]

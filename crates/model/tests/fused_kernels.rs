@@ -93,3 +93,51 @@ fn fused_embedding_is_burns_embedding() {
     let flex_ids = Tensor::<Flex, 2, Int>::zeros([1, 2], &Default::default());
     assert!(tinygpt_kernels::embedding(flex, flex_ids).is_err());
 }
+
+#[test]
+fn tied_head_kernel_is_the_plain_transposed_product() {
+    type B = Autodiff<NdArray>;
+    let device = Default::default();
+    // A [vocab, width] embedding used as the head: x · Wᵀ, values and both gradients.
+    for rows in [1, 5, 64] {
+        let embedding = Tensor::<B, 2>::random([37, 12], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let x = Tensor::<B, 2>::random([rows, 12], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let weights = Tensor::<B, 2>::random([rows, 37], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let out = if fused {
+                tinygpt_kernels::linear_transposed(x.clone(), embedding.clone())
+                    .unwrap_or_else(|_| panic!("ndarray runs the kernel"))
+            } else {
+                x.clone().matmul(embedding.clone().transpose())
+            };
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            (
+                out.into_data(),
+                x.grad(&grads).unwrap().into_data(),
+                embedding.grad(&grads).unwrap().into_data(),
+            )
+        };
+        let (fused, plain) = (run(true), run(false));
+        assert!(
+            max_difference(fused.0, plain.0) < 1e-5,
+            "logits, {rows} rows"
+        );
+        assert!(
+            max_difference(fused.1, plain.1) < 1e-5,
+            "input gradient, {rows} rows"
+        );
+        assert!(
+            max_difference(fused.2, plain.2) < 1e-5,
+            "embedding gradient, {rows} rows"
+        );
+        // Generation (no autodiff) takes it too.
+        assert!(
+            tinygpt_kernels::linear_transposed(x.clone().inner(), embedding.clone().inner())
+                .is_ok()
+        );
+    }
+    let flex = Tensor::<Flex, 2>::zeros([3, 4], &Default::default());
+    assert!(tinygpt_kernels::linear_transposed(flex.clone(), flex).is_err());
+}

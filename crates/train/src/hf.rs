@@ -470,10 +470,16 @@ pub fn load_model<B: Backend>(
 ) -> Result<LanguageModel<B>, HfError> {
     Gpt2Shape::of(config).map_err(HfError::NotGpt2Shaped)?;
     let path = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&path).map_err(|source| HfError::Read {
+    let read_error = |source| HfError::Read {
         path: path.clone(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(&path).map_err(read_error)?;
+    // Mapped, not read: the weights are copied once, into the model, instead of twice (a
+    // 500 MB GPT-2's fresh pages cost more to fault in than the copy itself).
+    // SAFETY: the map is read-only and dropped before this returns; a file changed underneath
+    // meanwhile gives wrong weights or a format error, never unsafety in this process's own data.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(read_error)?;
     let mut tensors = HfTensors::new(&bytes, &path)?;
     let (v, c) = (config.vocab_size, config.n_embd);
     let mut model: LanguageModel<B> = config.init(device);

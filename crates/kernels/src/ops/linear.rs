@@ -15,6 +15,23 @@ pub type LinearInputs<B> = (Tensor<B, 2>, Tensor<B, 2>, Option<Tensor<B, 1>>);
 
 /// `x · weight + bias` through the kernel on ndarray, else the inputs back for Burn's `Linear`.
 pub fn linear<B: Backend>(inputs: LinearInputs<B>) -> Result<Tensor<B, 2>, LinearInputs<B>> {
+    on_ndarray(inputs, false)
+}
+
+/// `x · embeddingᵀ` (a tied lm_head: `embedding` is `[vocab, d_in]`) through the kernel on
+/// ndarray, which would otherwise copy the transposed embedding into standard layout for every
+/// product; else the inputs back.
+pub fn linear_transposed<B: Backend>(
+    x: Tensor<B, 2>,
+    embedding: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>)> {
+    on_ndarray((x, embedding, None), true).map_err(|(x, embedding, _)| (x, embedding))
+}
+
+fn on_ndarray<B: Backend>(
+    inputs: LinearInputs<B>,
+    weight_transposed: bool,
+) -> Result<Tensor<B, 2>, LinearInputs<B>> {
     let (x, weight, bias) = &inputs;
     let f32s = x.dtype() == DType::F32
         && weight.dtype() == DType::F32
@@ -22,10 +39,12 @@ pub fn linear<B: Backend>(inputs: LinearInputs<B>) -> Result<Tensor<B, 2>, Linea
     match host_backend::<B>() {
         Some((Host::NdArray, mode)) if f32s => {
             let [rows, d_in] = x.dims();
+            let [a, b] = weight.dims();
             let d = LinearDims {
                 rows,
                 d_in,
-                d_out: weight.dims()[1],
+                d_out: if weight_transposed { a } else { b },
+                weight_transposed,
             };
             Ok(match mode {
                 Mode::Inference => cast(inference::<NdArray>(cast(inputs), d)),
@@ -106,7 +125,12 @@ impl<H: HostBackend> Gradient<H> for Saved<H> {
         }
         if let Some(id) = weight {
             let grad = kernel::grad_weight(H::values(&self.x), dy, d);
-            grads.register::<H>(id, H::tensor(grad, &[d.d_in, d.d_out]));
+            let shape = if d.weight_transposed {
+                [d.d_out, d.d_in]
+            } else {
+                [d.d_in, d.d_out]
+            };
+            grads.register::<H>(id, H::tensor(grad, &shape));
         }
         if let Some(id) = bias {
             grads.register::<H>(id, H::tensor(kernel::grad_bias(dy, d), &[d.d_out]));
