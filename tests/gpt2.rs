@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use serde_json::Value;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use tinygpt_model::{Sampler, Sampling};
+use tinygpt_model::Sampler;
 use tinygpt_tokenizer::{Gpt2Tokenizer, Tokenizer};
 use tinygpt_train::hf::{self, HfError};
 use tinygpt_train::{open_run, LoadedRun};
@@ -105,16 +105,7 @@ fn matches_hugging_face<B: Backend>(run: &LoadedRun) {
     }
     let prompt = ids(&expected["greedy"]["prompt"]);
     let want = ids(&expected["greedy"]["tokens"]);
-    let greedy = || {
-        Sampler::new(
-            Sampling {
-                temperature: 0.0,
-                top_k: None,
-                top_p: None,
-            },
-            0,
-        )
-    };
+    let greedy = Sampler::greedy;
     let cached = model.generate(&prompt, want.len(), &mut greedy());
     assert_eq!(cached, want, "with the KV cache");
     let mut uncached = Vec::new();

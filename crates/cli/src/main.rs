@@ -180,7 +180,7 @@ struct GenerateArgs {
     /// How many tokens (characters for a character model) to generate.
     #[arg(long, default_value_t = 500)]
     max_new_tokens: usize,
-    /// Sampling temperature: lower is more conservative; 0 always picks the likeliest character.
+    /// Sampling temperature: lower is more conservative; 0 always picks the likeliest token.
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
     /// Sample only among the k likeliest characters.
@@ -722,7 +722,10 @@ fn eval_command(args: EvalArgs) -> Result<()> {
             };
             path.display().to_string()
         }
-        None => run.path.display().to_string(),
+        None => match &config.data.corpus {
+            Corpus::TinyShakespeare => "Tiny Shakespeare".to_string(),
+            Corpus::File { path, .. } | Corpus::Url { path, .. } => path.display().to_string(),
+        },
     };
     config.training.batch_size = args
         .batch_size
@@ -849,16 +852,7 @@ impl BackendTask for GenerationBench<'_> {
             random(args.prompt_tokens.max(1)),
             random(args.prefill_tokens.max(1)),
         );
-        let greedy = || {
-            Sampler::new(
-                Sampling {
-                    temperature: 0.0,
-                    top_k: None,
-                    top_p: None,
-                },
-                0,
-            )
-        };
+        let greedy = Sampler::greedy;
         let time = |prompt: &[usize], new: usize| {
             let started = std::time::Instant::now();
             let tokens = model.generate(prompt, new, &mut greedy());

@@ -77,6 +77,22 @@ pub fn fused_causal_attention<B: Backend>(
             Ok(out) => return out,
             Err(qkv) => qkv,
         },
+        // The prompt of a generation (nothing cached yet) is plain causal self-attention too:
+        // the kernel computes it, and only its keys and values are kept.
+        Some(slot) if slot.is_none() => {
+            let [batch, time, width] = qkv.dims();
+            let kv = qkv.clone().slice([0..batch, 0..time, width / 3..width]);
+            match tinygpt_kernels::attention(qkv, heads, dropout) {
+                Ok(out) => {
+                    let mut parts = kv.chunk(2, 2).into_iter().map(|p| split_heads(p, heads));
+                    if let (Some(keys), Some(values)) = (parts.next(), parts.next()) {
+                        *slot = Some(KvCache { keys, values });
+                    }
+                    return out;
+                }
+                Err(qkv) => return plain_causal_attention(qkv, heads, dropout, Some(slot)),
+            }
+        }
         Some(_) => qkv,
     };
     plain_causal_attention(qkv, heads, dropout, cache)

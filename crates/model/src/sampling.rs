@@ -38,6 +38,18 @@ impl Sampler {
         }
     }
 
+    /// Always the likeliest token (temperature 0): what parity checks and benchmarks compare.
+    pub fn greedy() -> Self {
+        Self::new(
+            Sampling {
+                temperature: 0.0,
+                top_k: None,
+                top_p: None,
+            },
+            0,
+        )
+    }
+
     /// Picks a token id from one position's logits.
     pub fn sample(&mut self, logits: &[f32]) -> usize {
         let argmax = || {
