@@ -258,7 +258,8 @@ pub fn train<B: AutodiffBackend>(
     );
 
     let block_size = prepared.model.block_size;
-    let tokens_per_step = (t.batch_size * block_size) as f64;
+    // Every micro-batch of an accumulated step trains on its tokens.
+    let tokens_per_step = (t.batch_size * t.gradient_accumulation_steps * block_size) as f64;
     let mut evaluations = Vec::new();
     let mut train_time = Duration::ZERO;
     let mut window_time = Duration::ZERO;
