@@ -226,6 +226,14 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // The reader went away (`tinygpt info ... | head`): nothing left to say.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -253,48 +261,60 @@ fn info(path: &Path, backend: BackendKind) -> Result<()> {
         (prepared.model, batch, prepared.tokenizer)
     };
     let model = &model;
+    // Written, not println!'d: `tinygpt info ... | head` closes the pipe early, which is fine.
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     let rows = model.summary();
     let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let detail_width = rows.iter().map(|r| r.detail.len()).max().unwrap_or(0);
     let shape_width = rows.iter().map(|r| r.shape.len()).max().unwrap_or(0);
-    println!(
+    writeln!(
+        out,
         "{}: vocab {} ({}), n_embd {}, block_size {}",
         path.display(),
         model.vocab_size,
         tokenizer.describe(),
         model.n_embd,
         model.block_size
-    );
+    )?;
     for row in &rows {
-        println!(
+        writeln!(
+            out,
             "  {:name_width$}  {:detail_width$}  {:shape_width$}  {:>12}",
             row.name,
             row.detail,
             row.shape,
             group_digits(row.params)
-        );
+        )?;
     }
-    println!("total parameters: {}", group_digits(model.num_params()));
+    writeln!(
+        out,
+        "total parameters: {}",
+        group_digits(model.num_params())
+    )?;
     let training = MemoryEstimate::training(model, batch, backend);
     let generation = MemoryEstimate::generation(model, backend);
-    println!(
+    writeln!(
+        out,
         "memory on {backend}: training (batch {batch} x {}) about {}: {}",
         model.block_size,
         human_bytes(training.total()),
         training.breakdown()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "memory on {backend}: generation about {}",
         human_bytes(generation.total())
-    );
+    )?;
     if backend.is_cpu() {
         match available_memory() {
-            Some(available) => println!(
+            Some(available) => writeln!(
+                out,
                 "this machine: {} ({})",
                 human_bytes(available.bytes as f64),
                 available.limited_by
-            ),
-            None => println!("this machine: its available memory is unknown here"),
+            )?,
+            None => writeln!(out, "this machine: its available memory is unknown here")?,
         }
     }
     Ok(())

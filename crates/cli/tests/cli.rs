@@ -662,3 +662,22 @@ fn an_allocation_that_fails_anyway_is_a_clear_error() {
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("backtrace") && !stderr.contains("memory allocation of"));
 }
+
+#[test]
+fn info_into_a_pipe_closed_early_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "small.ron", SMALL_MODEL, 10);
+    // The reader exits at once (as `head` does after its lines), so tinygpt writes into a
+    // closed pipe.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("set -o pipefail; \"$0\" info \"$1\" | true")
+        .arg(env!("CARGO_BIN_EXE_tinygpt"))
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
