@@ -220,3 +220,57 @@ fn what_cannot_work_is_a_clear_error() {
         &["no model section", "init_from"],
     );
 }
+
+#[test]
+fn fine_tuning_starts_from_a_tinygpt_run_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_corpus(d);
+    let base = "(model: (n_embd: 16, block_size: 16, layers: [Block(n_head: 2), LayerNorm()], \
+        init: Normal(std: 0.02)), data: (corpus: File(path: \"corpus.txt\")), training: \
+        (batch_size: 4, max_iters: 20, learning_rate: 1e-2, eval_interval: 20, eval_iters: 1, \
+        sample_tokens: 5))";
+    std::fs::write(d.join("base.ron"), base).unwrap();
+    let out = tinygpt(&["train", "base.ron", "--quiet"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The architecture and the tokenizer come from the run; the context is cropped to 8.
+    let tune = "(data: (corpus: File(path: \"corpus.txt\")), training: (init_from: \
+        Run(path: \"runs/base\", block_size: 8), batch_size: 4, max_iters: 2, \
+        learning_rate: 1e-5, eval_interval: 2, eval_iters: 1, sample_tokens: 5))";
+    std::fs::write(d.join("tune.ron"), tune).unwrap();
+    let out = tinygpt(&["train", "tune.ron", "--quiet"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tuned = tinygpt_train::open_run(&d.join("runs/tune")).unwrap();
+    assert_eq!(tuned.model.block_size, 8);
+    let base = tinygpt_train::open_run(&d.join("runs/base")).unwrap();
+    let weights = |run: &tinygpt_train::LoadedRun| {
+        run.load_model::<NdArray<f32>>(&Default::default())
+            .unwrap()
+            .token_embedding
+            .weight
+            .val()
+    };
+    let moved: f32 = (weights(&tuned) - weights(&base)).abs().max().into_scalar();
+    assert!(moved > 0.0 && moved < 1e-3, "{moved}");
+
+    // Another architecture than the run's is refused, and so is a longer context.
+    let other = tune.replace(
+        "(data:",
+        "(model: (n_embd: 32, block_size: 8, layers: [Block(n_head: 2), LayerNorm()]), data:",
+    );
+    std::fs::write(d.join("other.ron"), other).unwrap();
+    assert_fails_with(
+        &tinygpt(&["train", "other.ron"], d),
+        &["architecture differs", "runs/base"],
+    );
+    std::fs::write(
+        d.join("long.ron"),
+        tune.replace("block_size: 8", "block_size: 32"),
+    )
+    .unwrap();
+    assert_fails_with(
+        &tinygpt(&["train", "long.ron"], d),
+        &["block_size 32", "longer"],
+    );
+}

@@ -47,7 +47,8 @@ impl<B: Backend> LanguageModel<B> {
         if let Some(positions) = &mut self.position_embedding {
             let weight = positions.weight.val();
             let [_, width] = weight.dims();
-            positions.weight = Param::from_tensor(weight.slice([0..block_size, 0..width]));
+            // Detached: a new parameter must be a leaf of the autodiff graph.
+            positions.weight = Param::from_tensor(weight.slice([0..block_size, 0..width]).detach());
         }
         self.block_size = block_size;
         self
