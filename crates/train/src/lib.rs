@@ -93,17 +93,23 @@ pub struct Prepared {
     pub tokenizer: AnyTokenizer,
     pub splits: TokenSplits,
     pub model: ModelConfig,
+    /// The run `training.init_from: Run(...)` names, read once for its tokenizer and weights.
+    pub init_run: Option<std::sync::Arc<LoadedRun>>,
 }
 
 /// Reads the corpus (downloading it if needed) and checks the config against it.
 /// `origin` names the config in error messages. A run that starts from another tinygpt run
 /// keeps that run's tokenizer.
 pub fn prepare(config: RunConfig, origin: &str) -> Result<Prepared, TrainError> {
-    let tokenizer = match &config.training.init_from {
-        Some(InitFrom::Run { path, .. }) => Some(open_run(path)?.tokenizer),
+    let init_run = match &config.training.init_from {
+        Some(InitFrom::Run { path, .. }) => Some(std::sync::Arc::new(open_run(path)?)),
         _ => None,
     };
-    prepare_with(config, origin, tokenizer)
+    let tokenizer = init_run.as_ref().map(|run| run.tokenizer.clone());
+    Ok(Prepared {
+        init_run,
+        ..prepare_with(config, origin, tokenizer)?
+    })
 }
 
 /// [`prepare`] with a given tokenizer (a trained model's) instead of the config's.
@@ -140,10 +146,12 @@ pub fn prepare_with(
         tokenizer,
         splits,
         model,
+        init_run: None,
     })
 }
 
 /// A trained model's config and vocabulary, read from a checkpoint or a Hugging Face directory.
+#[derive(Debug)]
 pub struct LoadedRun {
     pub weights: Weights,
     pub config: RunConfig,
@@ -155,6 +163,7 @@ pub struct LoadedRun {
 /// Where a loaded model's weights are.
 // One per loaded model: boxing the checkpoint would buy nothing.
 #[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
 pub enum Weights {
     Checkpoint(Checkpoint),
     /// A Hugging Face directory's `model.safetensors`, read when the model is built.

@@ -510,7 +510,14 @@ fn pretrained<B: Backend>(
             Ok(crate::hf::load_model(path, &prepared.model, device)?)
         }
         InitFrom::Run { path, .. } => {
-            let run = crate::open_run(path)?;
+            let opened;
+            let run = match &prepared.init_run {
+                Some(run) => run.as_ref(),
+                None => {
+                    opened = crate::open_run(path)?;
+                    &opened
+                }
+            };
             let mut source = run.config.model.clone();
             source.block_size = prepared.config.model.block_size;
             source.dropout = prepared.config.model.dropout;
