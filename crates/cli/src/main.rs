@@ -15,9 +15,10 @@ use tinygpt_tokenizer::{TextStream, Tokenizer};
 use tinygpt_train::activity::{self, Phase};
 use tinygpt_train::memory::{group_digits, human_bytes};
 use tinygpt_train::{
-    available_memory, dispatch, full_split_loss, judge, open_run, prepare, prepare_with, train,
-    BackendKind, BackendTask, Corpus, LoadedRun, MemoryEstimate, Prepared, RunConfig, TrainError,
-    TrainOptions, TrainReport, Verdict,
+    available_memory, dispatch, dispatch_devices, full_split_loss, judge, open_run, prepare,
+    prepare_with, train, train_parallel, BackendKind, BackendTask, Cluster, ClusterError, Corpus,
+    Devices, DevicesTask, LoadedRun, MemoryEstimate, Prepared, RunConfig, TrainError, TrainOptions,
+    TrainReport, Verdict,
 };
 
 /// Train and sample GPT language models (the "GPT from scratch" tutorial's character models,
@@ -120,6 +121,10 @@ struct BenchArgs {
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     json: bool,
+    /// Time data-parallel steps: the batch shared by this many CPU peers (or these GPUs), with
+    /// the gradient all-reduce's share of a step.
+    #[arg(long, value_name = "N|LIST")]
+    devices: Option<Devices>,
     /// Time generation instead of training: CONFIG is then a model (run directory, .ckpt or
     /// Hugging Face directory); --steps runs are timed after --warmup ones.
     #[arg(long)]
@@ -163,6 +168,51 @@ struct TrainArgs {
     /// Print only the final summary.
     #[arg(long)]
     quiet: bool,
+    /// Data-parallel training: a number of peers on flex or ndarray (`2`), or the GPUs to use on
+    /// CUDA (`0,1,2,3`, `0-7`, or one index). The config's batch is the global batch; each peer
+    /// takes its share [default: one device].
+    #[arg(long, value_name = "N|LIST")]
+    devices: Option<Devices>,
+    /// Machines training together; each runs this command with the same flags and its own
+    /// --node-rank.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    nodes: u32,
+    /// This machine's place among --nodes, from 0. Node 0 coordinates and writes the run.
+    #[arg(long, default_value_t = 0, value_name = "RANK")]
+    node_rank: u32,
+    /// Where node 0 listens for the others (needed with --nodes); the same on every node.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// Where the other nodes reach this one [default: this machine's address towards the
+    /// coordinator, port: the coordinator's + 1 + node rank].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    node_address: Option<String>,
+    /// Seconds a peer waits for the others (to join, or at a step) before the run stops with an
+    /// error naming the node that did not answer.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    collective_timeout: f64,
+}
+
+impl TrainArgs {
+    /// The cluster the flags describe (one node unless --nodes).
+    fn cluster(&self) -> Result<Cluster> {
+        if !(self.collective_timeout > 0.0 && self.collective_timeout.is_finite()) {
+            bail!("--collective-timeout must be a positive number of seconds");
+        }
+        let cluster = Cluster {
+            nodes: self.nodes,
+            node_rank: self.node_rank,
+            coordinator: self.coordinator.clone(),
+            node_address: self.node_address.clone(),
+            timeout: std::time::Duration::from_secs_f64(self.collective_timeout),
+        };
+        cluster.validate()?;
+        Ok(cluster)
+    }
+
+    fn parallel(&self) -> bool {
+        self.devices.is_some() || self.nodes > 1
+    }
 }
 
 #[derive(Args)]
@@ -368,13 +418,20 @@ fn default_run_dir(config: &Path) -> PathBuf {
 struct TrainTask<'a> {
     prepared: &'a Prepared,
     options: TrainOptions,
+    /// Data-parallel over the devices and these nodes, or one device when `None`.
+    cluster: Option<Cluster>,
 }
 
-impl BackendTask for TrainTask<'_> {
+impl DevicesTask for TrainTask<'_> {
     type Output = Result<TrainReport, TrainError>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) -> Self::Output {
-        train::<B>(self.prepared, &self.options, &device, kind)
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>, kind: BackendKind) -> Self::Output {
+        match &self.cluster {
+            Some(cluster) => {
+                train_parallel::<B>(self.prepared, &self.options, &devices, kind, cluster)
+            }
+            None => train::<B>(self.prepared, &self.options, &devices[0], kind),
+        }
     }
 }
 
@@ -408,6 +465,15 @@ fn install_stop_handler() -> Result<Arc<AtomicI32>> {
 }
 
 fn train_command(args: TrainArgs) -> Result<ExitCode> {
+    let cluster = args.cluster()?;
+    if cluster.nodes > 1 && std::env::var_os("RUST_LOG").is_none() {
+        // Burn's collective installs an INFO logger for every connection and tensor transfer
+        // unless one is installed already: install a silent one (RUST_LOG set keeps Burn's).
+        let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
+    }
+    if args.parallel() {
+        quiet_collective_panics();
+    }
     let (config, origin, run_dir, resume) = match (&args.resume, &args.config) {
         (Some(run_dir), _) => {
             let run = open_run(run_dir)?;
@@ -465,12 +531,17 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         })?,
         (None, None) => BackendKind::default(),
     };
+    let devices = args.devices.clone().unwrap_or_default();
+    let local_peers = devices.peers(backend)?;
+    let peers = cluster.world(local_peers);
+    let batch_size = config.training.batch_size;
+    if !batch_size.is_multiple_of(peers) {
+        return Err(ClusterError::BatchDoesNotDivide { batch_size, peers }.into());
+    }
     let prepared = prepare(config, &origin)?;
-    let need = MemoryEstimate::training(
-        &prepared.model,
-        prepared.config.training.batch_size,
-        backend,
-    );
+    // Each peer holds a replica and its share of the batch; CPU peers share this machine's RAM.
+    let need = MemoryEstimate::training(&prepared.model, batch_size / peers, backend)
+        .replicas(if backend.is_cpu() { local_peers } else { 1 });
     check_memory(
         &need,
         backend,
@@ -485,11 +556,15 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         stop: Some(install_stop_handler()?),
         resume,
     };
-    let result = dispatch(
+    let node_rank = cluster.node_rank;
+    let parallel = args.parallel();
+    let result = dispatch_devices(
         backend,
+        parallel.then_some(&devices),
         TrainTask {
             prepared: &prepared,
             options,
+            cluster: parallel.then_some(cluster),
         },
     )?;
     let report = match result {
@@ -503,6 +578,10 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
             else {
                 return Err(error.into());
             };
+            if node_rank > 0 {
+                eprintln!("training stopped by signal {signal}; node 0 wrote the checkpoint");
+                return Ok(ExitCode::from(signal_exit_code(signal)));
+            }
             eprintln!("{error}");
             // The run remembers its backend, so this resumes exactly where it stopped.
             eprintln!(
@@ -514,11 +593,30 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         }
     };
     let last = report.last_eval;
+    let on = if report.peers > 1 {
+        format!("{} peers of {}", report.peers, report.backend)
+    } else {
+        report.backend.to_string()
+    };
+    if report.peers > 1 {
+        println!(
+            "replicas identical: all {} peers hold the same weights",
+            report.peers
+        );
+    }
+    if node_rank > 0 {
+        println!(
+            "done: node {node_rank}'s peers trained {} steps with node 0, which wrote the run \
+             (val loss {:.4}, whole val split {:.4})",
+            last.step, last.val, report.val_loss_full
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "done: {} steps on {} in {:.1}s ({:.0} tokens/s): train loss {:.4}, val loss {:.4} \
          (whole val split: {:.4})",
         last.step,
-        report.backend,
+        on,
         report.wall_time.as_secs_f64(),
         report.tokens_per_sec,
         last.train,
@@ -532,6 +630,30 @@ fn train_command(args: TrainArgs) -> Result<ExitCode> {
         shell_word(&report.run_dir.display().to_string())
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Burn's collective panics in its own threads when a node's connection drops, and then in the
+/// peers' calls; the run turns that into one error naming the lost node, so a panic there prints
+/// one line instead of a backtrace.
+fn quiet_collective_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_collective = info.location().is_some_and(|at| {
+            let file = at.file();
+            file.contains("burn-collective") || file.contains("burn-communication")
+        });
+        if in_collective {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            eprintln!("note: Burn's collective stopped: {message}");
+        } else {
+            default_hook(info);
+        }
+    }));
 }
 
 /// The backend a checkpoint records (`None` for a name this build does not know).
@@ -833,6 +955,30 @@ impl BackendTask for BenchTask<'_> {
     }
 }
 
+/// `bench --devices`: the same steps, data-parallel.
+struct ParallelBench<'a> {
+    task: BenchTask<'a>,
+}
+
+impl DevicesTask for ParallelBench<'_> {
+    type Output = Result<tinygpt_train::bench::StepTiming, TrainError>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>, kind: BackendKind) -> Self::Output {
+        let task = self.task;
+        tinygpt_train::bench::time_parallel_train_steps::<B>(
+            &task.model,
+            &task.training,
+            tinygpt_train::bench::StepPlan {
+                batch_size: task.batch_size,
+                warmup: task.args.warmup,
+                steps: task.args.steps,
+            },
+            &devices,
+            kind.name(),
+        )
+    }
+}
+
 struct GenerationBench<'a> {
     args: &'a BenchArgs,
     run: LoadedRun,
@@ -957,7 +1103,12 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         .with_context(|| format!("{}", args.config.display()))?;
     let batch_size = args.batch_size.unwrap_or(config.training.batch_size);
     tinygpt_model::set_cpu_kernels(!args.plain_kernels);
-    let need = MemoryEstimate::training(&model, batch_size, args.backend);
+    let peers = match &args.devices {
+        Some(devices) => devices.peers(args.backend)?,
+        None => 1,
+    };
+    let need = MemoryEstimate::training(&model, batch_size / peers.max(1), args.backend)
+        .replicas(if args.backend.is_cpu() { peers } else { 1 });
     check_memory(
         &need,
         args.backend,
@@ -968,15 +1119,16 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     // What the model, its optimizer and the steps add to the process: the peak afterwards less
     // what it held before any of them existed.
     let resident_before = tinygpt_train::memory::resident_memory().map(|(_, now)| now);
-    let timing = dispatch(
-        args.backend,
-        BenchTask {
-            args: &args,
-            model,
-            training: config.training.clone(),
-            batch_size,
-        },
-    )?;
+    let task = BenchTask {
+        args: &args,
+        model,
+        training: config.training.clone(),
+        batch_size,
+    };
+    let timing = match &args.devices {
+        Some(devices) => dispatch_devices(args.backend, Some(devices), ParallelBench { task })??,
+        None => dispatch(args.backend, task)?,
+    };
     let peak_growth = tinygpt_train::memory::resident_memory()
         .zip(resident_before)
         .map(|((peak, _), before)| peak.saturating_sub(before));
@@ -1003,6 +1155,14 @@ fn bench_command(args: BenchArgs) -> Result<()> {
             timing.tokens_per_sec,
             timing.gflops
         );
+        if let Some(all_reduce) = timing.all_reduce_ms {
+            println!(
+                "{} peers: the gradient all-reduce took a median {:.2} ms, {:.1}% of a step",
+                timing.peers,
+                all_reduce,
+                100.0 * all_reduce / timing.median_ms.max(1e-9)
+            );
+        }
         if args.backend.is_cpu() {
             println!(
                 "memory: estimated {}, measured {} (peak resident growth)",

@@ -83,22 +83,41 @@ impl TokenSplits {
         rng: &mut impl Rng,
         device: &B::Device,
     ) -> Batch<B> {
+        self.batch_rows(split, batch_size, 0..batch_size, block_size, rng, device)
+    }
+
+    /// Rows `rows` of the batch [`TokenSplits::batch`] would draw: the generator advances past
+    /// all `batch_size` windows, so peers that each take their rows of the same draw together
+    /// train on exactly the one-device batch.
+    pub fn batch_rows<B: Backend>(
+        &self,
+        split: Split,
+        batch_size: usize,
+        rows: std::ops::Range<usize>,
+        block_size: usize,
+        rng: &mut impl Rng,
+        device: &B::Device,
+    ) -> Batch<B> {
         let data = self.get(split);
         assert!(
             data.len() > block_size,
             "split too small: call check_block_size first"
         );
-        let mut inputs = Vec::with_capacity(batch_size * block_size);
-        let mut targets = Vec::with_capacity(batch_size * block_size);
-        for _ in 0..batch_size {
+        assert!(rows.end <= batch_size, "rows {rows:?} outside the batch");
+        let mut inputs = Vec::with_capacity(rows.len() * block_size);
+        let mut targets = Vec::with_capacity(rows.len() * block_size);
+        for row in 0..batch_size {
             let start = rng.random_range(0..data.len() - block_size);
+            if !rows.contains(&row) {
+                continue;
+            }
             let window = &data[start..start + block_size + 1];
             inputs.extend(window[..block_size].iter().map(|&t| t as i64));
             targets.extend(window[1..].iter().map(|&t| t as i64));
         }
         Batch {
-            inputs: id_tensor(inputs, [batch_size, block_size], device),
-            targets: id_tensor(targets, [batch_size, block_size], device),
+            inputs: id_tensor(inputs, [rows.len(), block_size], device),
+            targets: id_tensor(targets, [rows.len(), block_size], device),
         }
     }
 
@@ -172,6 +191,26 @@ mod tests {
         assert_eq!(odd.train.len(), 1_003);
         assert!(TokenSplits::new(&tokens, 1.0).is_err());
         assert!(TokenSplits::new(&tokens, 0.0).is_err());
+    }
+
+    #[test]
+    fn peers_rows_put_together_are_the_whole_batch() {
+        let tokens: Vec<usize> = (0..500).collect();
+        let splits = TokenSplits::new(&tokens, 0.9).unwrap();
+        let device = Default::default();
+        let whole = splits.batch::<B>(Split::Train, 6, 8, &mut StdRng::seed_from_u64(3), &device);
+        let mut rows = Vec::new();
+        for share in [0..2, 2..4, 4..6] {
+            let mut rng = StdRng::seed_from_u64(3);
+            let part = splits.batch_rows::<B>(Split::Train, 6, share, 8, &mut rng, &device);
+            assert_eq!(part.inputs.dims(), [2, 8]);
+            rows.extend(ids(part.inputs));
+            // The generator ends where the whole batch's draw ends: the next draw agrees.
+            let mut after_whole = StdRng::seed_from_u64(3);
+            splits.batch::<B>(Split::Train, 6, 8, &mut after_whole, &device);
+            assert_eq!(rng.random::<u64>(), after_whole.random::<u64>());
+        }
+        assert_eq!(rows, ids(whole.inputs));
     }
 
     #[test]

@@ -48,9 +48,28 @@ fn mask_on_host<B: Backend>() -> bool {
         || device == TypeId::of::<burn::backend::ndarray::NdArrayDevice>()
 }
 
-/// One seed from the backend's generator, so `B::seed` still makes the masks reproducible.
-/// Four 16-bit draws: int tensors are i32 on some backends.
+thread_local! {
+    /// This thread's own mask stream, when [`seed_thread_masks`] set one.
+    static THREAD_SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Draws this thread's CPU dropout masks from a stream of its own, starting at `seed` (`None`
+/// returns to the backend's generator). The CPU backends have one generator per process, so
+/// data-parallel peers on threads of one process would otherwise race for it: each peer keys its
+/// stream by step and rank instead, and a run's masks stay reproducible.
+pub fn seed_thread_masks(seed: Option<u64>) {
+    THREAD_SEED.with(|cell| cell.set(seed));
+}
+
+/// One seed from this thread's stream ([`seed_thread_masks`]) or else from the backend's
+/// generator, so `B::seed` still makes the masks reproducible. Four 16-bit draws: int tensors
+/// are i32 on some backends.
 pub(crate) fn seed_from_backend<B: Backend>(device: &B::Device) -> u64 {
+    if let Some(state) = THREAD_SEED.with(|cell| cell.get()) {
+        let next = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        THREAD_SEED.with(|cell| cell.set(Some(next)));
+        return mix(next);
+    }
     Tensor::<B, 1, Int>::random([4], Distribution::Uniform(0.0, 65_536.0), device)
         .into_data()
         .convert::<i64>()
@@ -130,6 +149,28 @@ mod tests {
             );
             assert!(fast_scaled && plain_scaled);
         }
+    }
+
+    #[test]
+    fn a_thread_stream_replaces_the_backend_generator() {
+        type B = Autodiff<Flex>;
+        let device = Default::default();
+        let draw = || seed_from_backend::<B>(&device);
+        seed_thread_masks(Some(5));
+        let first = (draw(), draw());
+        seed_thread_masks(Some(5));
+        // Other draws from the backend's generator in between change nothing.
+        B::seed(&device, 1);
+        seed_from_backend::<Flex>(&device);
+        assert_eq!((draw(), draw()), first);
+        assert_ne!(first.0, first.1);
+        seed_thread_masks(Some(6));
+        assert_ne!(draw(), first.0);
+        seed_thread_masks(None);
+        B::seed(&device, 9);
+        let backend = draw();
+        B::seed(&device, 9);
+        assert_eq!(draw(), backend);
     }
 
     #[test]

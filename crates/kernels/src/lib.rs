@@ -27,7 +27,7 @@ pub mod ops;
 pub mod simd;
 
 pub use adamw::FusedAdamW;
-pub use dropout::{dropout, dropout_plain};
+pub use dropout::{dropout, dropout_plain, seed_thread_masks};
 pub use host::{cpu_kernels, host_backend, set_cpu_kernels, Host, Mode};
 pub use ops::attention::attention;
 pub use ops::cross_entropy::cross_entropy;

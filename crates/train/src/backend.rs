@@ -96,12 +96,126 @@ pub enum BackendError {
          --backend ndarray or --backend flex"
     )]
     CudaUnavailable(String),
+    #[error(
+        "GPU {index} cannot be used: {reason}\n\
+         --devices names GPUs by their index, from 0 (`nvidia-smi -L` lists them)"
+    )]
+    NoSuchGpu { index: usize, reason: String },
+    #[error(
+        "--devices {given:?}: on the CPU backends --devices is a number of peers (e.g. \
+         --devices 2); lists and ranges name GPUs"
+    )]
+    CpuDeviceList { given: String },
+}
+
+/// The devices a run uses (`--devices`): a number of peers on the CPU backends, GPU indices on
+/// CUDA (`0,1,2,3`, `0-7`, or one index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Devices {
+    /// A bare number: that many CPU peers, or the one GPU with that index.
+    Number(usize),
+    /// A list or range of GPU indices, in order.
+    List(Vec<usize>),
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices::Number(1)
+    }
+}
+
+impl FromStr for Devices {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let number = |part: &str| {
+            part.trim().parse::<usize>().map_err(|_| {
+                format!(
+                    "{text:?} is not a device count or a list of GPU indices (e.g. 2, 0,1 or \
+                     0-7)"
+                )
+            })
+        };
+        if !text.contains([',', '-']) {
+            let n = number(text)?;
+            return Ok(Devices::Number(n));
+        }
+        let mut indices = Vec::new();
+        for part in text.split(',') {
+            match part.split_once('-') {
+                Some((first, last)) => {
+                    let (first, last) = (number(first)?, number(last)?);
+                    if first > last {
+                        return Err(format!("the range {part:?} runs backwards"));
+                    }
+                    indices.extend(first..=last);
+                }
+                None => indices.push(number(part)?),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = indices.iter().find(|&&i| !seen.insert(i)) {
+            return Err(format!("GPU {twice} is listed twice in {text:?}"));
+        }
+        Ok(Devices::List(indices))
+    }
+}
+
+impl Devices {
+    /// How many peers this makes on a CPU backend.
+    pub fn cpu_peers(&self) -> Result<usize, BackendError> {
+        match self {
+            Devices::Number(0) => Err(BackendError::CpuDeviceList { given: "0".into() }),
+            Devices::Number(n) => Ok(*n),
+            Devices::List(list) => Err(BackendError::CpuDeviceList {
+                given: list
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            }),
+        }
+    }
+
+    /// The GPU indices, for CUDA.
+    pub fn gpu_indices(&self) -> Vec<usize> {
+        match self {
+            Devices::Number(index) => vec![*index],
+            Devices::List(list) => list.clone(),
+        }
+    }
+
+    /// How many peers this makes on `kind`.
+    pub fn peers(&self, kind: BackendKind) -> Result<usize, BackendError> {
+        if kind.is_cpu() {
+            self.cpu_peers()
+        } else {
+            Ok(self.gpu_indices().len())
+        }
+    }
 }
 
 /// Work that runs on whichever backend is chosen: implement it once, generically.
 pub trait BackendTask {
     type Output;
     fn run<B: AutodiffBackend>(self, device: B::Device, kind: BackendKind) -> Self::Output;
+}
+
+/// Work on several devices of one backend at once (data-parallel training).
+pub trait DevicesTask {
+    type Output;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>, kind: BackendKind) -> Self::Output;
+}
+
+/// A one-device task run through [`dispatch_devices`].
+struct OnFirst<T>(T);
+
+impl<T: BackendTask> DevicesTask for OnFirst<T> {
+    type Output = T::Output;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>, kind: BackendKind) -> T::Output {
+        let device = devices.into_iter().next().expect("one device");
+        self.0.run::<B>(device, kind)
+    }
 }
 
 pub type NdArrayBackend = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
@@ -115,32 +229,79 @@ pub type UnfusedCudaBackend<F = f32> =
 
 /// Runs `task` on the backend `kind`, after checking that the backend can run here.
 pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
+    dispatch_devices(kind, None, OnFirst(task))
+}
+
+/// Runs `task` on the backend `kind` with the devices `devices` names (`None`: the one default
+/// device), after checking that each can run here.
+pub fn dispatch_devices<T: DevicesTask>(
+    kind: BackendKind,
+    devices: Option<&Devices>,
+    task: T,
+) -> Result<T::Output, BackendError> {
+    let cpu_peers = match devices {
+        Some(devices) if kind.is_cpu() => devices.cpu_peers()?,
+        _ => 1,
+    };
     match kind {
-        BackendKind::NdArray => Ok(task.run::<NdArrayBackend>(Default::default(), kind)),
-        BackendKind::Flex => Ok(task.run::<FlexBackend>(Default::default(), kind)),
-        BackendKind::Cuda | BackendKind::CudaBf16 | BackendKind::CudaF16 => run_cuda(kind, task),
+        BackendKind::NdArray => {
+            Ok(task.run::<NdArrayBackend>(vec![Default::default(); cpu_peers], kind))
+        }
+        BackendKind::Flex => Ok(task.run::<FlexBackend>(vec![Default::default(); cpu_peers], kind)),
+        BackendKind::Cuda | BackendKind::CudaBf16 | BackendKind::CudaF16 => {
+            run_cuda(kind, devices.map(Devices::gpu_indices), task)
+        }
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda<T: BackendTask>(_kind: BackendKind, _task: T) -> Result<T::Output, BackendError> {
+fn run_cuda<T: DevicesTask>(
+    _kind: BackendKind,
+    _indices: Option<Vec<usize>>,
+    _task: T,
+) -> Result<T::Output, BackendError> {
     Err(BackendError::CudaNotCompiled)
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
+fn run_cuda<T: DevicesTask>(
+    kind: BackendKind,
+    indices: Option<Vec<usize>>,
+    task: T,
+) -> Result<T::Output, BackendError> {
+    use burn::backend::cuda::CudaDevice;
     use burn::tensor::{bf16, f16};
     persist_kernel_caches();
-    let device = burn::backend::cuda::CudaDevice::default();
-    probe_cuda(&device)?;
+    let devices = match indices {
+        None => {
+            let device = CudaDevice::default();
+            probe_cuda(&device)?;
+            vec![device]
+        }
+        Some(indices) => {
+            let mut devices = Vec::with_capacity(indices.len());
+            for index in indices {
+                let device = CudaDevice::new(index);
+                probe_cuda(&device).map_err(|e| BackendError::NoSuchGpu {
+                    index,
+                    reason: match e {
+                        BackendError::CudaUnavailable(reason) => reason,
+                        other => other.to_string(),
+                    },
+                })?;
+                devices.push(device);
+            }
+            devices
+        }
+    };
     let fused = std::env::var("TINYGPT_CUDA_FUSION").map_or(true, |v| v != "0");
     Ok(match (kind, fused) {
-        (BackendKind::CudaBf16, true) => task.run::<CudaBackend<bf16>>(device, kind),
-        (BackendKind::CudaF16, true) => task.run::<CudaBackend<f16>>(device, kind),
-        (_, true) => task.run::<CudaBackend>(device, kind),
-        (BackendKind::CudaBf16, false) => task.run::<UnfusedCudaBackend<bf16>>(device, kind),
-        (BackendKind::CudaF16, false) => task.run::<UnfusedCudaBackend<f16>>(device, kind),
-        (_, false) => task.run::<UnfusedCudaBackend>(device, kind),
+        (BackendKind::CudaBf16, true) => task.run::<CudaBackend<bf16>>(devices, kind),
+        (BackendKind::CudaF16, true) => task.run::<CudaBackend<f16>>(devices, kind),
+        (_, true) => task.run::<CudaBackend>(devices, kind),
+        (BackendKind::CudaBf16, false) => task.run::<UnfusedCudaBackend<bf16>>(devices, kind),
+        (BackendKind::CudaF16, false) => task.run::<UnfusedCudaBackend<f16>>(devices, kind),
+        (_, false) => task.run::<UnfusedCudaBackend>(devices, kind),
     })
 }
 
@@ -223,6 +384,26 @@ mod tests {
             "cuda-bf16".parse::<BackendKind>(),
             Ok(BackendKind::CudaBf16)
         );
+    }
+
+    #[test]
+    fn devices_parse_as_counts_lists_and_ranges() {
+        assert_eq!("2".parse::<Devices>(), Ok(Devices::Number(2)));
+        assert_eq!("0,1,3".parse::<Devices>(), Ok(Devices::List(vec![0, 1, 3])));
+        assert_eq!(
+            "0-3".parse::<Devices>(),
+            Ok(Devices::List(vec![0, 1, 2, 3]))
+        );
+        assert_eq!("4-5,0".parse::<Devices>(), Ok(Devices::List(vec![4, 5, 0])));
+        for bad in ["", "two", "3-1", "0,0", "1,", "-1", "0-1-2"] {
+            assert!(bad.parse::<Devices>().is_err(), "{bad}");
+        }
+        assert_eq!(Devices::Number(2).peers(BackendKind::Flex), Ok(2));
+        assert_eq!(Devices::Number(2).peers(BackendKind::Cuda), Ok(1));
+        assert_eq!(Devices::Number(2).gpu_indices(), vec![2]);
+        let err = Devices::List(vec![0, 1]).cpu_peers().unwrap_err();
+        assert!(err.to_string().contains("number of peers"), "{err}");
+        assert!(Devices::Number(0).cpu_peers().is_err());
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -1,7 +1,8 @@
 //! Timing training steps (forward, backward, AdamW) on any backend, with nanoGPT's model-FLOPs
 //! estimate so throughput can be compared with the hardware's peak.
 
-use crate::{adamw, apply_update, TrainingSpec};
+use crate::parallel::{self, Cluster};
+use crate::{adamw, apply_update, TrainError, TrainingSpec};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
@@ -27,6 +28,10 @@ pub struct StepTiming {
     pub tokens_per_sec: f64,
     /// Achieved model FLOP/s (6N + attention per token, as nanoGPT's `estimate_mfu`), in GFLOP/s.
     pub gflops: f64,
+    /// Data-parallel peers sharing each step's batch (1: one device).
+    pub peers: usize,
+    /// Median time of the gradient all-reduce within a step (data-parallel only).
+    pub all_reduce_ms: Option<f64>,
 }
 
 /// A config's model as `reference/gpt_step.py` describes it: `blocks` gpt.py Blocks of
@@ -181,7 +186,93 @@ fn summarise(
         max_ms: times.last().map_or(0.0, |&d| ms(d)),
         tokens_per_sec,
         gflops: tokens_per_sec * flops_per_token(config, parameters) / 1e9,
+        peers: 1,
+        all_reduce_ms: None,
     }
+}
+
+fn median_ms(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    match times.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => times[n / 2].as_secs_f64() * 1e3,
+        n => (times[n / 2 - 1] + times[n / 2]).as_secs_f64() * 1e3 / 2.0,
+    }
+}
+
+/// [`time_train_steps`] with the batch shared by one data-parallel peer per device, as
+/// `train --devices` runs it: each peer's forward and backward on its rows, the gradient
+/// all-reduce, and the update. Rank 0's step and all-reduce times are reported.
+pub fn time_parallel_train_steps<B: AutodiffBackend>(
+    config: &ModelConfig,
+    training: &TrainingSpec,
+    plan: StepPlan,
+    devices: &[B::Device],
+    backend: &str,
+) -> Result<StepTiming, TrainError> {
+    let peers = devices.len();
+    if peers == 0 || !plan.batch_size.is_multiple_of(peers) {
+        return Err(crate::ClusterError::BatchDoesNotDivide {
+            batch_size: plan.batch_size,
+            peers,
+        }
+        .into());
+    }
+    B::seed(&devices[0], 0);
+    let model: LanguageModel<B> = config.init(&devices[0]);
+    crate::trainer::materialize(&model);
+    let parameters = model.num_params();
+    let rows = plan.batch_size / peers;
+    let results =
+        parallel::run_peers::<B, _, _>(devices, &Cluster::default(), |_, device, peer| {
+            let mut model = model.clone().fork(device);
+            let mut optimizer = adamw::<B>(training);
+            let tokens = || {
+                Tensor::<B, 2>::random(
+                    [rows, config.block_size],
+                    Distribution::Uniform(0.0, config.vocab_size as f64),
+                    device,
+                )
+                .int()
+            };
+            let (x, y): (Tensor<B, 2, Int>, Tensor<B, 2, Int>) = (tokens(), tokens());
+            let mut steps = Vec::with_capacity(plan.steps);
+            let mut reduces = Vec::with_capacity(plan.steps);
+            for i in 0..plan.warmup + plan.steps {
+                let started = Instant::now();
+                let (_, loss) = model.forward_loss(x.clone(), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                B::sync(device).expect("the device finishes the backward pass");
+                let reduce_started = Instant::now();
+                let control = Tensor::zeros([2], device);
+                let (grads, _) = parallel::all_reduce_gradients(&model, grads, control, peer)?;
+                B::sync(device).expect("the device finishes the all-reduce");
+                let reduce = reduce_started.elapsed();
+                model = apply_update(
+                    model,
+                    &mut optimizer,
+                    grads,
+                    training.learning_rate,
+                    training,
+                );
+                B::sync(device).expect("the device finishes the step");
+                if i >= plan.warmup {
+                    steps.push(started.elapsed());
+                    reduces.push(reduce);
+                }
+            }
+            Ok((steps, reduces))
+        })?;
+    let mut results = results.into_iter();
+    let (steps, reduces) = results.next().expect("rank 0")?;
+    for other in results {
+        other?;
+    }
+    Ok(StepTiming {
+        peers,
+        all_reduce_ms: Some(median_ms(reduces)),
+        ..summarise(steps, config, parameters, plan.batch_size, backend)
+    })
 }
 
 #[cfg(test)]

@@ -11,17 +11,21 @@ pub mod hf;
 pub mod import;
 pub mod memory;
 pub mod metrics;
+pub mod parallel;
 pub mod schedule;
 pub mod trainer;
 
-pub use backend::{dispatch, BackendError, BackendKind, BackendTask};
+pub use backend::{
+    dispatch, dispatch_devices, BackendError, BackendKind, BackendTask, Devices, DevicesTask,
+};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, InitFrom, RunConfig, TrainingSpec};
 pub use memory::{available_memory, judge, MemoryEstimate, Verdict};
+pub use parallel::{Cluster, ClusterError};
 pub use schedule::LrSchedule;
 pub use trainer::{
-    adamw, apply_update, estimate_loss, full_split_loss, load_model, train, LossEstimate,
-    TrainOptions, TrainReport,
+    adamw, apply_update, estimate_loss, full_split_loss, load_model, train, train_parallel,
+    LossEstimate, RunSummary, TrainOptions, TrainReport,
 };
 
 use burn::tensor::backend::Backend;
@@ -79,6 +83,18 @@ pub enum TrainError {
         step: usize,
         run_dir: PathBuf,
     },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("data-parallel training failed during {during}: {detail}")]
+    Collective {
+        during: &'static str,
+        detail: String,
+    },
+    #[error(
+        "the replicas' weights differ after training (by up to {difference:e}): the peers did \
+         not apply the same updates; please report this with the command that ran"
+    )]
+    ReplicasDiverged { difference: f64 },
     #[error(
         "the loss became NaN or infinite at step {step}; training stopped and the last good \
          checkpoint was kept. Lower the learning rate or check the data."

@@ -70,6 +70,17 @@ impl MemoryEstimate {
         }
     }
 
+    /// `replicas` copies of this run in one memory (data-parallel peers of one machine).
+    pub fn replicas(self, replicas: usize) -> Self {
+        let n = replicas as f64;
+        Self {
+            weights: self.weights * n,
+            optimizer: self.optimizer * n,
+            activations: self.activations * n,
+            ..self
+        }
+    }
+
     pub fn total(&self) -> f64 {
         self.weights + self.optimizer + self.activations + self.runtime
     }

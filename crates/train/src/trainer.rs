@@ -7,7 +7,9 @@ use crate::checkpoint::{
     BEST_CHECKPOINT, CHECKPOINT_DIR,
 };
 use crate::metrics::{MetricsRow, MetricsWriter};
+use crate::parallel::{self, Cluster, ClusterError, Peer};
 use crate::{grads, BackendKind, InitFrom, Prepared, RunConfig, TrainError};
+use burn::collective::ReduceOperation;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -71,6 +73,8 @@ pub struct LossEstimate {
 pub struct TrainReport {
     pub run_dir: PathBuf,
     pub backend: BackendKind,
+    /// Data-parallel peers (devices × nodes); 1 on one device.
+    pub peers: usize,
     pub parameters: usize,
     /// The estimates made by this invocation (a resumed run omits the earlier ones).
     pub evaluations: Vec<LossEstimate>,
@@ -115,24 +119,54 @@ pub fn estimate_loss<B: Backend>(
     step: usize,
     device: &B::Device,
 ) -> LossEstimate {
+    estimate_loss_shared(model, prepared, step, device, None)
+        .expect("one device needs no collective")
+}
+
+/// [`estimate_loss`] with each of `peer`'s peers evaluating its rows of the same batches; the
+/// peers' means are averaged, so every peer gets the one-device estimate.
+fn estimate_loss_shared<B: Backend>(
+    model: &LanguageModel<B>,
+    prepared: &Prepared,
+    step: usize,
+    device: &B::Device,
+    peer: Option<&Peer>,
+) -> Result<LossEstimate, TrainError> {
     let t = &prepared.config.training;
     let block_size = prepared.model.block_size;
-    let mean = |split: Split, stream: u64| {
+    let rows = peer.map_or(0..t.batch_size, |p| p.rows(t.batch_size));
+    let sum = |split: Split, stream: u64| {
         let mut rng = stream_rng(t.seed, EVAL_STREAM + stream, step as u64);
         let losses = (0..t.eval_iters).map(|_| {
-            let batch =
-                prepared
-                    .splits
-                    .batch::<B>(split, t.batch_size, block_size, &mut rng, device);
+            let batch = prepared.splits.batch_rows::<B>(
+                split,
+                t.batch_size,
+                rows.clone(),
+                block_size,
+                &mut rng,
+                device,
+            );
             model.forward_loss(batch.inputs, batch.targets).1
         });
-        sum_on_device(losses) / t.eval_iters as f64
+        losses
+            .reduce(|sum, loss| sum + loss)
+            .expect("at least one batch is evaluated")
     };
-    LossEstimate {
+    let sums = Tensor::cat(vec![sum(Split::Train, 0), sum(Split::Val, 1 << 32)], 0);
+    let sums = match peer {
+        Some(peer) => peer.all_reduce(sums, ReduceOperation::Mean, "the loss estimate")?,
+        None => sums,
+    };
+    let sums: Vec<f64> = sums
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .expect("two loss sums read back");
+    Ok(LossEstimate {
         step,
-        train: mean(Split::Train, 0),
-        val: mean(Split::Val, 1 << 32),
-    }
+        train: sums[0] / t.eval_iters as f64,
+        val: sums[1] / t.eval_iters as f64,
+    })
 }
 
 /// The mean loss over every token of a split: the split tiled into non-overlapping
@@ -145,30 +179,42 @@ pub fn full_split_loss<B: Backend>(
     split: Split,
     device: &B::Device,
 ) -> f64 {
+    full_split_loss_shared(model, prepared, split, device, None)
+        .expect("one device needs no collective")
+}
+
+/// [`full_split_loss`] with the batches dealt out among `peer`'s peers and the sums added.
+fn full_split_loss_shared<B: Backend>(
+    model: &LanguageModel<B>,
+    prepared: &Prepared,
+    split: Split,
+    device: &B::Device,
+    peer: Option<&Peer>,
+) -> Result<f64, TrainError> {
     let block_size = prepared.model.block_size;
     let windows = prepared.splits.window_count(split, block_size);
     let batch_size = prepared.config.training.batch_size;
+    let (rank, world) = peer.map_or((0, 1), |p| (p.rank, p.world));
     let losses = prepared
         .splits
         .windows::<B>(split, block_size, batch_size, device)
-        .map(|batch| {
+        .enumerate()
+        .filter(|(index, _)| index % world == rank)
+        .map(|(_, batch)| {
             let rows = batch.inputs.dims()[0];
             let (_, loss) = model.forward_loss(batch.inputs, batch.targets);
             // Every window has block_size tokens, so weighting each batch's mean by its rows
             // gives the mean over tokens.
             loss.mul_scalar(rows as f64)
         });
-    sum_on_device(losses) / windows as f64
-}
-
-/// Adds scalar losses on the device and reads the total back once, instead of waiting for the
-/// device after every batch. Panics on an empty sequence (callers evaluate at least one batch).
-fn sum_on_device<B: Backend>(losses: impl Iterator<Item = Tensor<B, 1>>) -> f64 {
-    losses
+    let total = losses
         .reduce(|sum, loss| sum + loss)
-        .expect("at least one batch is evaluated")
-        .into_scalar()
-        .elem()
+        .unwrap_or_else(|| Tensor::zeros([1], device));
+    let total = match peer {
+        Some(peer) => peer.all_reduce(total, ReduceOperation::Sum, "the validation loss")?,
+        None => total,
+    };
+    Ok(total.into_scalar().elem::<f64>() / windows as f64)
 }
 
 /// Trains the prepared model on backend `B`, from scratch or from `options.resume`.
@@ -179,41 +225,146 @@ pub fn train<B: AutodiffBackend>(
     backend: BackendKind,
 ) -> Result<TrainReport, TrainError> {
     let started = Instant::now();
-    let config = &prepared.config;
-    let t = &config.training;
-    let run_dir = &options.run_dir;
-    std::fs::create_dir_all(run_dir.join(CHECKPOINT_DIR)).map_err(|source| TrainError::RunDir {
-        path: run_dir.clone(),
-        source,
-    })?;
-    let config_ron = config.to_ron();
-    write_run_file(&run_dir.join("config.ron"), config_ron.as_bytes())?;
-    let vocab_json = serde_json::to_vec_pretty(&prepared.tokenizer).expect("vocabulary serialises");
-    write_run_file(&run_dir.join("vocab.json"), &vocab_json)?;
+    let model = initial_model::<B>(prepared, options, device)?;
+    train_replica(prepared, options, device, backend, None, model, started)
+}
 
+/// Trains on several devices (and nodes) at once, data-parallel: each peer trains a replica on
+/// its rows of the one-device batch, and the gradients are averaged before every step, so the
+/// run follows the one-device run up to float summation order. Rank 0 (on node 0) writes the
+/// run directory; its report is returned (another node's report has no sample).
+pub fn train_parallel<B: AutodiffBackend>(
+    prepared: &Prepared,
+    options: &TrainOptions,
+    devices: &[B::Device],
+    backend: BackendKind,
+    cluster: &Cluster,
+) -> Result<TrainReport, TrainError> {
+    let started = Instant::now();
+    cluster.validate()?;
+    let world = cluster.world(devices.len());
+    let batch_size = prepared.config.training.batch_size;
+    if world == 0 || !batch_size.is_multiple_of(world) {
+        return Err(ClusterError::BatchDoesNotDivide {
+            batch_size,
+            peers: world,
+        }
+        .into());
+    }
+    if world == 1 {
+        return train::<B>(prepared, options, &devices[0], backend);
+    }
+    // Built once, before the peers start: the CPU backends' generator is one per process.
+    let model = initial_model::<B>(prepared, options, &devices[0])?;
+    let results = parallel::run_peers::<B, _, _>(devices, cluster, |_, device, peer| {
+        let replica = model.clone().fork(device);
+        train_replica(
+            prepared,
+            options,
+            device,
+            backend,
+            Some(peer),
+            replica,
+            started,
+        )
+    })?;
+    // The first error that is not another peer's reaction to it (an all-reduce that failed
+    // because a peer left) says what went wrong; otherwise rank 0's result stands.
+    let mut results = results;
+    let root_cause = results
+        .iter()
+        .position(|r| matches!(r, Err(e) if !matches!(e, TrainError::Collective { .. })));
+    results.swap_remove(root_cause.unwrap_or(0))
+}
+
+/// The model a run starts from: initialised from the seed, `init_from`'s weights, or the
+/// checkpoint it resumes.
+fn initial_model<B: AutodiffBackend>(
+    prepared: &Prepared,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<LanguageModel<B>, TrainError> {
+    let t = &prepared.config.training;
     activity::run_dir(
-        run_dir.clone(),
+        options.run_dir.clone(),
         options.resume.as_ref().map(|c| c.meta.step),
     );
     activity::enter(Phase::BuildingModel, 0);
     B::seed(device, t.seed);
-    let mut model: LanguageModel<B> = match (&t.init_from, &options.resume) {
+    let model: LanguageModel<B> = match (&t.init_from, &options.resume) {
         (Some(init_from), None) => {
             activity::enter(Phase::LoadingCheckpoint, 0);
             pretrained(init_from, prepared, device)?
         }
         _ => prepared.model.init(device),
     };
+    let model = match &options.resume {
+        None => model,
+        Some(checkpoint) => {
+            check_resumable(checkpoint, prepared)?;
+            activity::enter(Phase::LoadingCheckpoint, checkpoint.meta.step);
+            load_model_record(model, &checkpoint.model, device)?
+        }
+    };
+    materialize(&model);
+    Ok(model)
+}
+
+/// Draws every lazily initialised parameter now, in module order, from the generator `B::seed`
+/// just seeded. Burn initialises a parameter at its first use, and each clone of a model holds
+/// its own pending draw: replicas cloned before that would each draw different weights.
+pub(crate) fn materialize<B: Backend, M: Module<B>>(model: &M) {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            param.val();
+        }
+    }
+    model.visit(&mut Touch);
+}
+
+/// One replica's training: the whole run on one device (`peer` None), or one peer's part of a
+/// data-parallel run, where rank 0 alone writes files and prints.
+fn train_replica<B: AutodiffBackend>(
+    prepared: &Prepared,
+    options: &TrainOptions,
+    device: &B::Device,
+    backend: BackendKind,
+    peer: Option<&Peer>,
+    model: LanguageModel<B>,
+    started: Instant,
+) -> Result<TrainReport, TrainError> {
+    let config = &prepared.config;
+    let t = &config.training;
+    let run_dir = &options.run_dir;
+    let lead = peer.is_none_or(|p| p.rank == 0);
+    let config_ron = config.to_ron();
+    if lead {
+        std::fs::create_dir_all(run_dir.join(CHECKPOINT_DIR)).map_err(|source| {
+            TrainError::RunDir {
+                path: run_dir.clone(),
+                source,
+            }
+        })?;
+        write_run_file(&run_dir.join("config.ron"), config_ron.as_bytes())?;
+        let vocab_json =
+            serde_json::to_vec_pretty(&prepared.tokenizer).expect("vocabulary serialises");
+        write_run_file(&run_dir.join("vocab.json"), &vocab_json)?;
+    }
+    let mut model = match peer {
+        // Rank 0's weights everywhere, even where another node initialised differently.
+        Some(peer) => parallel::sync_from_rank0(model, peer)?,
+        None => model,
+    };
     let parameters = model.num_params();
     let mut optimizer = adamw::<B>(t);
     let mut state = RunState::default();
     let metrics_path = run_dir.join("metrics.csv");
     let mut metrics = match &options.resume {
-        None => MetricsWriter::create(&metrics_path)?,
+        None => lead
+            .then(|| MetricsWriter::create(&metrics_path))
+            .transpose()?,
         Some(checkpoint) => {
-            check_resumable(checkpoint, prepared)?;
-            activity::enter(Phase::LoadingCheckpoint, checkpoint.meta.step);
-            model = load_model_record(model, &checkpoint.model, device)?;
             let record = Recorder32::default()
                 .load(checkpoint.optimizer.clone(), device)
                 .map_err(|e| TrainError::Record(format!("optimizer state: {e}")))?;
@@ -224,7 +375,8 @@ pub fn train<B: AutodiffBackend>(
                 best_val: checkpoint.meta.best_val_loss,
                 resumed_at: Some(checkpoint.meta.step),
             };
-            MetricsWriter::resume(&metrics_path, checkpoint.meta.step)?
+            lead.then(|| MetricsWriter::resume(&metrics_path, checkpoint.meta.step))
+                .transpose()?
         }
     };
     let checkpointer = Checkpointer {
@@ -232,24 +384,31 @@ pub fn train<B: AutodiffBackend>(
         config_ron: &config_ron,
         prepared,
         backend,
+        lead,
+    };
+    let peers = peer.map_or(1, |p| p.world);
+    let on = if peers > 1 {
+        format!("{peers} × {backend}")
+    } else {
+        backend.to_string()
     };
 
     let say = |line: String, bar: &ProgressBar| {
-        if options.verbose {
+        if options.verbose && lead {
             bar.suspend(|| println!("{line}"));
         }
     };
-    let bar = progress_bar(t.max_iters, options.progress);
+    let bar = progress_bar(t.max_iters, options.progress && lead);
     bar.set_position(state.step as u64);
     say(
         match state.resumed_at {
             None => format!(
-                "training {parameters} parameters on {backend} for {} steps -> {}",
+                "training {parameters} parameters on {on} for {} steps -> {}",
                 t.max_iters,
                 run_dir.display()
             ),
             Some(step) => format!(
-                "resuming {} at step {step} of {} on {backend}",
+                "resuming {} at step {step} of {} on {on}",
                 run_dir.display(),
                 t.max_iters
             ),
@@ -265,13 +424,15 @@ pub fn train<B: AutodiffBackend>(
     let mut window_time = Duration::ZERO;
     let mut window_steps = 0usize;
     let mut steps_run = 0usize;
+    // Peers stop together: at the step the all-reduce says some peer was signalled.
+    let mut agreed_stop: Option<i32> = None;
     loop {
         let step = state.step;
         let eval_due = step.is_multiple_of(t.eval_interval) || step == t.max_iters;
         // A resumed run already logged (or was not due) the evaluation at its first step.
         if eval_due && state.resumed_at != Some(step) {
             activity::enter(Phase::Evaluating, step);
-            let estimate = estimate_loss(&model.valid(), prepared, step, device);
+            let estimate = estimate_loss_shared(&model.valid(), prepared, step, device, peer)?;
             if !(estimate.train.is_finite() && estimate.val.is_finite()) {
                 return Err(TrainError::NonFinite { step });
             }
@@ -282,7 +443,7 @@ pub fn train<B: AutodiffBackend>(
                 ),
                 &bar,
             );
-            metrics.append(&MetricsRow {
+            let row = MetricsRow {
                 step,
                 train_loss: estimate.train,
                 val_loss: estimate.val,
@@ -293,7 +454,10 @@ pub fn train<B: AutodiffBackend>(
                     window_steps as f64 * tokens_per_step / window_time.as_secs_f64()
                 },
                 elapsed_s: started.elapsed().as_secs_f64(),
-            })?;
+            };
+            if let Some(metrics) = &mut metrics {
+                metrics.append(&row)?;
+            }
             let is_best = state.best_val.is_none_or(|best| estimate.val < best);
             if is_best {
                 state.best_val = Some(estimate.val);
@@ -307,7 +471,11 @@ pub fn train<B: AutodiffBackend>(
         if step >= t.max_iters {
             break;
         }
-        if let Some(signal) = options.stop_signal() {
+        let stop = match peer {
+            Some(_) => agreed_stop,
+            None => options.stop_signal(),
+        };
+        if let Some(signal) = stop {
             bar.finish_and_clear();
             if !eval_due || state.resumed_at == Some(step) {
                 checkpointer.save(&model, &optimizer, &state, false)?;
@@ -323,7 +491,17 @@ pub fn train<B: AutodiffBackend>(
         let step_started = Instant::now();
         // Dropout draws from the backend's generator: reseed it per step so a resumed run
         // makes the same draws as an uninterrupted one.
-        B::seed(device, stream_seed(t.seed, DROPOUT_STREAM, step as u64));
+        match peer {
+            None => B::seed(device, stream_seed(t.seed, DROPOUT_STREAM, step as u64)),
+            Some(peer) => {
+                // Rank 0 draws the one-device masks; every other peer a stream of its own.
+                let stream = DROPOUT_STREAM + ((peer.rank as u64) << 32);
+                let seed = stream_seed(t.seed, stream, step as u64);
+                B::seed(device, seed);
+                // The CPU backends' generator is shared by the peer threads: key the masks here.
+                tinygpt_kernels::seed_thread_masks(Some(seed));
+            }
+        }
         let lr = t.lr_schedule.lr_at(step, t.learning_rate, t.max_iters);
         // Micro-batches draw in sequence from the step's stream: k micro-batches of n windows
         // are exactly the windows of one batch of k * n.
@@ -331,10 +509,14 @@ pub fn train<B: AutodiffBackend>(
         let micro_batches = t.gradient_accumulation_steps;
         let mut grads = None;
         let mut step_loss = None;
+        let rows = peer.map_or(0..t.batch_size, |p| p.rows(t.batch_size));
+        // A peer reports its loss every step: it rides with the gradients at no extra cost.
+        let report_loss = peer.is_some() || step.is_multiple_of(10);
         for _ in 0..micro_batches {
-            let batch = prepared.splits.batch::<B>(
+            let batch = prepared.splits.batch_rows::<B>(
                 Split::Train,
                 t.batch_size,
+                rows.clone(),
                 block_size,
                 &mut rng,
                 device,
@@ -345,7 +527,7 @@ pub fn train<B: AutodiffBackend>(
             } else {
                 loss
             };
-            if step.is_multiple_of(10) {
+            if report_loss {
                 let detached = loss.clone().detach();
                 step_loss = Some(match step_loss {
                     Some(sum) => sum + detached,
@@ -356,11 +538,36 @@ pub fn train<B: AutodiffBackend>(
             grads = Some(grads::accumulate(&model, grads, micro_grads));
         }
         let grads = grads.expect("gradient_accumulation_steps >= 1");
+        let (grads, reduced_loss) = match peer {
+            None => (grads, None),
+            Some(peer) => {
+                // [signal, loss]: the mean signal is non-zero when any peer was signalled.
+                let signal = options.stop_signal().unwrap_or(0);
+                let loss = step_loss.take().expect("peers report every step").inner();
+                let control = Tensor::cat(
+                    vec![Tensor::from_floats([signal as f32], &loss.device()), loss],
+                    0,
+                );
+                let (grads, control) =
+                    parallel::all_reduce_gradients(&model, grads, control, peer)?;
+                let control: Vec<f64> = control
+                    .into_data()
+                    .convert::<f64>()
+                    .to_vec()
+                    .expect("two control values read back");
+                if control[0] > 0.0 {
+                    // This peer's own signal, or SIGTERM's number for one sent to another peer.
+                    agreed_stop = Some(if signal != 0 { signal } else { 15 });
+                }
+                (grads, Some(control[1]))
+            }
+        };
         model = apply_update(model, &mut optimizer, grads, lr, t);
-        let loss_value = step_loss;
         state.step += 1;
+        // Read after the update is queued, so a GPU is not left idle waiting for the read.
+        let loss_value =
+            reduced_loss.or_else(|| step_loss.map(|loss| loss.into_scalar().elem::<f64>()));
         if let Some(loss) = loss_value {
-            let loss: f64 = loss.into_scalar().elem();
             if !loss.is_finite() {
                 return Err(TrainError::NonFinite { step });
             }
@@ -380,8 +587,33 @@ pub fn train<B: AutodiffBackend>(
     bar.finish_and_clear();
 
     let model = model.valid();
+    if let Some(peer) = peer {
+        let difference = parallel::replica_difference(&model, peer)?;
+        if difference != 0.0 {
+            return Err(TrainError::ReplicasDiverged { difference });
+        }
+        tinygpt_kernels::seed_thread_masks(None);
+    }
     activity::enter(Phase::Evaluating, state.step);
-    let val_loss_full = full_split_loss(&model, prepared, Split::Val, device);
+    let val_loss_full = full_split_loss_shared(&model, prepared, Split::Val, device, peer)?;
+    let last_eval = state.last_eval.expect("the final step is always evaluated");
+    let wall_time = started.elapsed();
+    let tokens_per_sec = steps_run as f64 * tokens_per_step / train_time.as_secs_f64().max(1e-9);
+    if !lead {
+        return Ok(TrainReport {
+            run_dir: run_dir.clone(),
+            backend,
+            peers,
+            parameters,
+            evaluations,
+            last_eval,
+            val_loss_full,
+            train_time,
+            wall_time,
+            tokens_per_sec,
+            sample: String::new(),
+        });
+    }
     let mut sampler = Sampler::new(Sampling::default(), t.seed);
     activity::enter(Phase::Sampling, state.step);
     let tokens = model.generate(
@@ -394,11 +626,9 @@ pub fn train<B: AutodiffBackend>(
         .decode(&tokens)
         .expect("the model only produces vocabulary ids");
     write_run_file(&run_dir.join("sample.txt"), sample.as_bytes())?;
-    let last_eval = state.last_eval.expect("the final step is always evaluated");
-    let wall_time = started.elapsed();
-    let tokens_per_sec = steps_run as f64 * tokens_per_step / train_time.as_secs_f64().max(1e-9);
     let summary = RunSummary {
         backend: backend.name().into(),
+        peers,
         parameters,
         steps: last_eval.step,
         train_loss: last_eval.train,
@@ -421,6 +651,7 @@ pub fn train<B: AutodiffBackend>(
     Ok(TrainReport {
         run_dir: run_dir.clone(),
         backend,
+        peers,
         parameters,
         evaluations,
         last_eval,
@@ -436,6 +667,9 @@ pub fn train<B: AutodiffBackend>(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub backend: String,
+    /// Data-parallel peers (devices × nodes) that trained it.
+    #[serde(default = "one")]
+    pub peers: usize,
     pub parameters: usize,
     pub steps: usize,
     pub train_loss: f64,
@@ -452,6 +686,10 @@ pub struct RunSummary {
     pub tokens_per_sec: f64,
     /// The step this invocation resumed from, if it did (times then cover only the rest).
     pub resumed_at: Option<usize>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Where a run stands; what a checkpoint must carry besides weights and optimizer state.
@@ -569,6 +807,8 @@ struct Checkpointer<'a> {
     config_ron: &'a str,
     prepared: &'a Prepared,
     backend: BackendKind,
+    /// Whether this replica writes (rank 0 of a data-parallel run does, for all of them).
+    lead: bool,
 }
 
 impl Checkpointer<'_> {
@@ -579,6 +819,9 @@ impl Checkpointer<'_> {
         state: &RunState,
         is_best: bool,
     ) -> Result<(), TrainError> {
+        if !self.lead {
+            return Ok(());
+        }
         activity::enter(Phase::Checkpointing, state.step);
         let checkpoint = Checkpoint {
             meta: CheckpointMeta {
