@@ -155,6 +155,35 @@ fn two_processes_train_as_one() {
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
 }
 
+/// Two nodes of two CPU peers each (four peers, two rows of the batch each) follow one device:
+/// the all-reduce's mean spans both levels, the threads of a node and the nodes.
+#[test]
+fn two_processes_of_two_peers_each_follow_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(d, 4);
+    let single = tinygpt(&["train", config, "--quiet", "--out", "single"], d);
+    assert!(single.status.success(), "{}", text(&single.stderr));
+    let port = free_ports();
+    let flags = ["--devices", "2", "--collective-timeout", "60"];
+    let node0 = node(d, 0, port, &[&flags[..], &["--out", "four"]].concat());
+    let node1 = node(d, 1, port, &flags);
+    let (out0, _) = finish(node0, Duration::from_secs(120));
+    let (out1, _) = finish(node1, Duration::from_secs(120));
+    assert!(out0.status.success(), "{}", text(&out0.stderr));
+    assert!(out1.status.success(), "{}", text(&out1.stderr));
+    assert!(text(&out0.stdout).contains("replicas identical: all 4 peers"));
+    let four = read_metrics(&d.join("four/metrics.csv")).unwrap();
+    let one = read_metrics(&d.join("single/metrics.csv")).unwrap();
+    assert_eq!(four.len(), one.len());
+    for (a, b) in four.iter().zip(&one) {
+        assert!(
+            (a.train_loss - b.train_loss).abs() < 1e-5 && (a.val_loss - b.val_loss).abs() < 1e-5,
+            "{a:?} against {b:?}"
+        );
+    }
+}
+
 /// A node whose partner never starts gives up after the timeout, saying who is missing.
 #[test]
 fn a_node_that_never_joins_is_an_error_within_the_timeout() {

@@ -161,16 +161,14 @@ mod tests {
         seed_thread_masks(Some(5));
         // Other draws from the backend's generator in between change nothing.
         B::seed(&device, 1);
-        seed_from_backend::<Flex>(&device);
+        Tensor::<Flex, 1>::random([8], Distribution::Default, &device);
         assert_eq!((draw(), draw()), first);
         assert_ne!(first.0, first.1);
         seed_thread_masks(Some(6));
         assert_ne!(draw(), first.0);
+        // Back to the backend's generator (shared with the other tests: not compared here).
         seed_thread_masks(None);
-        B::seed(&device, 9);
-        let backend = draw();
-        B::seed(&device, 9);
-        assert_eq!(draw(), backend);
+        assert_ne!(draw(), first.0);
     }
 
     #[test]
