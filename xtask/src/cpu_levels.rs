@@ -28,8 +28,10 @@ const CPUS: [(&str, &str, &str, bool); 2] = [
 const LONG_UNDER_EMULATION: [&str; 2] = ["model", "end_to_end"];
 
 /// Test binaries that only start the real `tinygpt` binary, which qemu-user does not follow
-/// into child processes: under emulation they would test the host CPU again.
-const SPAWNS_CHILDREN: [&str; 1] = ["cli"];
+/// into child processes: under emulation they would test the host CPU again. (`devices` runs
+/// data-parallel nodes as processes; `tests/parallel.rs` runs the same training in-process, and
+/// does run under emulation.)
+const SPAWNS_CHILDREN: [&str; 2] = ["cli", "devices"];
 
 const QEMU: &str = "qemu-x86_64";
 
