@@ -494,7 +494,7 @@ fn train_replica<B: AutodiffBackend>(
         match peer {
             None => B::seed(device, stream_seed(t.seed, DROPOUT_STREAM, step as u64)),
             Some(peer) => {
-                // Rank 0 draws the one-device masks; every other peer a stream of its own.
+                // Masks keyed by (seed, step, rank): each peer draws its own for its rows.
                 let stream = DROPOUT_STREAM + ((peer.rank as u64) << 32);
                 let seed = stream_seed(t.seed, stream, step as u64);
                 B::seed(device, seed);
