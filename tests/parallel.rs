@@ -238,3 +238,52 @@ fn a_batch_that_does_not_divide_is_refused() {
     );
     assert!(!run_dir.exists(), "nothing is written before the check");
 }
+
+/// With dropout, each peer masks its rows from a stream keyed by (seed, step, rank): the run is
+/// reproducible for a peer count, and the replicas still end identical (the trainer checks).
+#[test]
+fn dropout_runs_are_reproducible_for_a_peer_count() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path());
+    let with_dropout = || {
+        let mut config = config(&corpus, 4, 4);
+        config.model.dropout = 0.2;
+        config
+    };
+    let curves: Vec<Vec<(usize, f64, f64)>> = ["a", "b", "one"]
+        .iter()
+        .map(|name| {
+            let run_dir = dir.path().join(name);
+            let peers = if *name == "one" { 1 } else { 2 };
+            let report = run(
+                BackendKind::Flex,
+                peers,
+                TrainOptions::new(&run_dir),
+                with_dropout(),
+            )
+            .unwrap();
+            assert_eq!(report.peers, peers);
+            metrics(&run_dir)
+                .iter()
+                .map(|row| (row.step, row.train_loss, row.val_loss))
+                .collect()
+        })
+        .collect();
+    assert_eq!(curves[0], curves[1], "the same 2-peer run twice");
+    // Masks are drawn per peer, so the 2-peer run is not the one-device run once training
+    // starts (step 0 is evaluated before any mask is drawn).
+    let gap = |i: usize| (curves[0][i].1 - curves[2][i].1).abs();
+    assert!(
+        gap(0) < 1e-5,
+        "step 0: {:?} {:?}",
+        curves[0][0],
+        curves[2][0]
+    );
+    assert!(
+        gap(4) > 1e-6,
+        "step 4: {:?} {:?}",
+        curves[0][4],
+        curves[2][4]
+    );
+}
