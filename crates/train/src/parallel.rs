@@ -197,6 +197,19 @@ impl Peer {
     }
 }
 
+/// `tensor` reduced over the peers of a data-parallel run, or `tensor` itself on one device.
+pub fn all_reduce_if<B: Backend>(
+    peer: Option<&Peer>,
+    tensor: Tensor<B, 1>,
+    operation: ReduceOperation,
+    during: &'static str,
+) -> Result<Tensor<B, 1>, TrainError> {
+    match peer {
+        Some(peer) => peer.all_reduce(tensor, operation, during),
+        None => Ok(tensor),
+    }
+}
+
 /// Ends the process when a collective operation waits longer than the timeout: Burn's calls
 /// cannot be cancelled, and a peer or node that died would otherwise leave the others blocked
 /// forever.

@@ -153,10 +153,7 @@ fn estimate_loss_shared<B: Backend>(
             .expect("at least one batch is evaluated")
     };
     let sums = Tensor::cat(vec![sum(Split::Train, 0), sum(Split::Val, 1 << 32)], 0);
-    let sums = match peer {
-        Some(peer) => peer.all_reduce(sums, ReduceOperation::Mean, "the loss estimate")?,
-        None => sums,
-    };
+    let sums = parallel::all_reduce_if(peer, sums, ReduceOperation::Mean, "the loss estimate")?;
     let sums: Vec<f64> = sums
         .into_data()
         .convert::<f64>()
@@ -210,10 +207,7 @@ fn full_split_loss_shared<B: Backend>(
     let total = losses
         .reduce(|sum, loss| sum + loss)
         .unwrap_or_else(|| Tensor::zeros([1], device));
-    let total = match peer {
-        Some(peer) => peer.all_reduce(total, ReduceOperation::Sum, "the validation loss")?,
-        None => total,
-    };
+    let total = parallel::all_reduce_if(peer, total, ReduceOperation::Sum, "the validation loss")?;
     Ok(total.into_scalar().elem::<f64>() / windows as f64)
 }
 
