@@ -33,4 +33,4 @@ pub use ops::attention::attention;
 pub use ops::cross_entropy::cross_entropy;
 pub use ops::embedding::embedding;
 pub use ops::layer_norm::layer_norm;
-pub use ops::linear::{linear, linear_transposed};
+pub use ops::linear::{linear, linear_relu, linear_transposed};

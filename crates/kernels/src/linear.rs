@@ -95,6 +95,30 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, d: LinearDims) -
     out
 }
 
+crate::dispatched! {
+    /// `max(0, y)` in place: the ReLU that a FeedForward applies to its hidden Linear's output,
+    /// fused into the product's output buffer instead of a second tensor. A NaN stays NaN, as in
+    /// Burn's and PyTorch's ReLU, so a diverging run still shows in its loss.
+    pub fn relu_in_place(values: &mut [f32]) -> () {
+        // A select on every element, not a conditional store: that vectorises, where a branch on
+        // the sign of random values mispredicts half the time (13% of a step when it did).
+        for v in values {
+            *v = if *v <= 0.0 { 0.0 } else { *v };
+        }
+    }
+}
+
+crate::dispatched! {
+    /// `dY ⊙ [out > 0]` in place: the gradient through a ReLU, from the ReLU's output (0 where
+    /// the input was not positive, as Burn and PyTorch define it at 0).
+    pub fn relu_backward_in_place(grad_out: &mut [f32], out: &[f32]) -> () {
+        assert_eq!(grad_out.len(), out.len());
+        for (g, &y) in grad_out.iter_mut().zip(out) {
+            *g = if y <= 0.0 { 0.0 } else { *g };
+        }
+    }
+}
+
 /// `dY · Wᵀ`: the gradient with respect to the input.
 pub fn grad_input(grad_out: &[f32], weight: &[f32], d: LinearDims) -> Vec<f32> {
     let mut grad = vec![0.0; d.rows * d.d_in];
@@ -209,6 +233,16 @@ mod tests {
             .map(|j| (0..5).map(|i| dy[i * 4 + j]).sum())
             .collect();
         close(&grad_bias(&dy, d), &sums);
+
+        let mut relu = vec![-1.5, 0.0, 2.0, -0.0, 0.25];
+        relu_in_place(&mut relu);
+        assert_eq!(relu, [0.0, 0.0, 2.0, 0.0, 0.25]);
+        let mut nan = [f32::NAN];
+        relu_in_place(&mut nan);
+        assert!(nan[0].is_nan());
+        let mut grad = vec![1.0, 2.0, 3.0, 4.0, 5.0];
+        relu_backward_in_place(&mut grad, &relu);
+        assert_eq!(grad, [0.0, 0.0, 3.0, 0.0, 5.0]);
 
         // The same products with the weight stored as its transpose.
         let wt = transpose(&w, 3, 4);

@@ -4,7 +4,7 @@
 use crate::attention::KvCache;
 use crate::context::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::footprint::{linear_params, StepShape};
-use crate::linear::per_position;
+use crate::linear::{per_position, per_position_activated};
 use crate::{Activation, WeightInit};
 use burn::config::Config;
 use burn::module::Module;
@@ -141,7 +141,7 @@ impl<B: Backend> FeedForward<B> {
 
     /// `[batch, time, d_input]` -> `[batch, time, d_output]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.activation.forward(per_position(&self.hidden, x));
+        let h = per_position_activated(&self.hidden, x, self.activation);
         let h = match &self.projection {
             Some(projection) => per_position(projection, h),
             None => h,

@@ -1,5 +1,6 @@
 //! Applying a `Linear` layer to every position of a sequence.
 
+use crate::Activation;
 use burn::nn::Linear;
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -25,6 +26,28 @@ pub fn per_position<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B
     out.reshape([batch, time, d_out])
 }
 
+/// `activation.forward(per_position(linear, x))`. On ndarray a ReLU runs inside the Linear's
+/// kernel ([`tinygpt_kernels::linear_relu`]).
+pub fn per_position_activated<B: Backend>(
+    linear: &Linear<B>,
+    x: Tensor<B, 3>,
+    activation: Activation,
+) -> Tensor<B, 3> {
+    if activation != Activation::Relu {
+        return activation.forward(per_position(linear, x));
+    }
+    let [batch, time, d_in] = x.dims();
+    let inputs = (
+        x.reshape([batch * time, d_in]),
+        linear.weight.val(),
+        linear.bias.as_ref().map(|b| b.val()),
+    );
+    let out = tinygpt_kernels::linear_relu(inputs)
+        .unwrap_or_else(|(x, _, _)| activation.forward(linear.forward(x)));
+    let d_out = out.dims()[1];
+    out.reshape([batch, time, d_out])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,19 +57,25 @@ mod tests {
     use burn::tensor::Distribution;
 
     /// `per_position` (on ndarray: the gemm kernel) against Burn's own `Linear::forward` on the
-    /// 3-D input: output, and the gradients of input, weight and bias.
-    fn same_values_and_gradients_on<B: AutodiffBackend>(bias: bool) {
+    /// 3-D input: output, and the gradients of input, weight and bias; with an activation,
+    /// `per_position_activated` against the activation applied after it.
+    fn same_values_and_gradients_on<B: AutodiffBackend>(
+        bias: bool,
+        activation: Option<Activation>,
+    ) {
         let device = Default::default();
         let linear = LinearConfig::new(6, 5).with_bias(bias).init::<B>(&device);
         let x = Tensor::<B, 3>::random([3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
         let run = |matrix: bool| {
             let x = x.clone().detach().require_grad();
-            let out = if matrix {
-                per_position(&linear, x.clone())
-            } else {
-                linear.forward(x.clone())
+            let out = match (matrix, activation) {
+                (true, None) => per_position(&linear, x.clone()),
+                (true, Some(a)) => per_position_activated(&linear, x.clone(), a),
+                (false, None) => linear.forward(x.clone()),
+                (false, Some(a)) => a.forward(linear.forward(x.clone())),
             };
-            let grads = (out.clone() * out.clone()).sum().backward();
+            // `+ out`: the gradient must not vanish where a ReLU's output does.
+            let grads = (out.clone() * out.clone() + out.clone()).sum().backward();
             let weight = linear.weight.grad(&grads).unwrap().into_data();
             let bias = linear
                 .bias
@@ -71,9 +100,18 @@ mod tests {
 
     #[test]
     fn same_values_and_gradients_as_forward() {
-        for bias in [true, false] {
-            same_values_and_gradients_on::<Autodiff<Flex>>(bias);
-            same_values_and_gradients_on::<Autodiff<NdArray>>(bias);
+        let activations = [
+            None,
+            Some(Activation::Relu),
+            Some(Activation::Gelu),
+            Some(Activation::GeluTanh),
+        ];
+        for (bias, activation) in [true, false]
+            .into_iter()
+            .flat_map(|bias| activations.map(|a| (bias, a)))
+        {
+            same_values_and_gradients_on::<Autodiff<Flex>>(bias, activation);
+            same_values_and_gradients_on::<Autodiff<NdArray>>(bias, activation);
         }
         // ndarray takes the kernel; everything else keeps Burn's Linear.
         let x = Tensor::<NdArray, 2>::zeros([2, 3], &Default::default());
@@ -82,5 +120,23 @@ mod tests {
         let x = Tensor::<Flex, 2>::zeros([2, 3], &Default::default());
         let w = Tensor::<Flex, 2>::zeros([3, 4], &Default::default());
         assert!(tinygpt_kernels::linear((x, w, None)).is_err());
+    }
+
+    /// Without autodiff (evaluation, generation) the ReLU inside the kernel matches too.
+    #[test]
+    fn relu_in_the_kernel_matches_in_inference() {
+        let device = Default::default();
+        let linear = LinearConfig::new(6, 5).init::<NdArray>(&device);
+        let x = Tensor::<NdArray, 3>::random([3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
+        let fused = per_position_activated(&linear, x.clone(), Activation::Relu);
+        let plain = Activation::Relu.forward(linear.forward(x));
+        let zeros = fused.clone().equal_elem(0.0).int().sum().into_scalar();
+        assert!(
+            zeros > 0,
+            "the input should make some pre-activations negative"
+        );
+        fused
+            .into_data()
+            .assert_approx_eq::<f32>(&plain.into_data(), burn::tensor::Tolerance::absolute(1e-5));
     }
 }
