@@ -3,7 +3,7 @@
 //! bigram training step.
 
 use crate::cross_entropy as kernel;
-use crate::host::{cast, host_backend, Host, HostBackend, Mode};
+use crate::host::{cast, host_backend, indices, Host, HostBackend, Mode};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -27,17 +27,9 @@ pub fn cross_entropy<B: Backend>(
         return Err((logits, targets));
     }
     let [rows, vocab] = logits.dims();
-    let targets: Arc<[usize]> = targets
-        .into_data()
-        .convert::<i64>()
-        .iter::<i64>()
-        .map(|t| {
-            usize::try_from(t)
-                .ok()
-                .filter(|&t| t < vocab)
-                .unwrap_or_else(|| panic!("target {t} is outside the vocabulary of {vocab}"))
-        })
-        .collect();
+    let targets = indices(targets, vocab, |t| {
+        format!("target {t} is outside the vocabulary of {vocab}")
+    });
     debug_assert_eq!(targets.len(), rows);
     Ok(match served {
         (Host::Flex, Mode::Inference) => cast(inference::<Flex>(cast(logits), &targets)),

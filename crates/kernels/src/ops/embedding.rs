@@ -5,7 +5,7 @@
 //! (`append`), and scatters the gradient back with `select_assign`: together about a third of a
 //! bigram training step on ndarray. flex's own gather is fast and keeps its path.
 
-use crate::host::{cast, host_backend, Host, HostBackend, Mode};
+use crate::host::{cast, host_backend, indices, Host, HostBackend, Mode};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -28,17 +28,9 @@ pub fn embedding<B: Backend>(
     };
     let [rows, dim] = weight.dims();
     let [batch, time] = ids.dims();
-    let ids: Arc<[usize]> = ids
-        .into_data()
-        .convert::<i64>()
-        .iter::<i64>()
-        .map(|id| {
-            usize::try_from(id)
-                .ok()
-                .filter(|&id| id < rows)
-                .unwrap_or_else(|| panic!("token id {id} is outside the embedding's {rows} rows"))
-        })
-        .collect();
+    let ids = indices(ids, rows, |id| {
+        format!("token id {id} is outside the embedding's {rows} rows")
+    });
     let shape = Shape {
         rows,
         dim,
