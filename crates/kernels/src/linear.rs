@@ -2,7 +2,7 @@
 //! forward, and `dY · Wᵀ`, `Xᵀ · dY` and the column sums of `dY` backward, transposes read
 //! through strides rather than copied.
 //!
-//! flex already multiplies through `gemm`; ndarray's matmul (the `matrixmultiply` crate, AVX2
+//! flex's matmul is `gemm` too; ndarray's (the `matrixmultiply` crate, AVX2
 //! at most and one thread for a plain matrix product) was 46% of a nanogpt_cpu training step.
 
 /// Products smaller than this many multiply-adds run on one thread: waking the pool costs more

@@ -12,7 +12,7 @@ use burn::tensor::{backend::Backend, Tensor};
 /// (30% of a `transformer.ron` training step on flex, and `batch` times the weight's memory); on a
 /// matrix it is one matmul.
 ///
-/// On ndarray the product runs through [`tinygpt_kernels::linear`] (gemm on every core).
+/// On flex and ndarray the product runs through [`tinygpt_kernels::linear`] (gemm on every core).
 pub fn per_position<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [batch, time, d_in] = x.dims();
     let x = x.reshape([batch * time, d_in]);
@@ -26,7 +26,7 @@ pub fn per_position<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B
     out.reshape([batch, time, d_out])
 }
 
-/// `activation.forward(per_position(linear, x))`. On ndarray a ReLU runs inside the Linear's
+/// `activation.forward(per_position(linear, x))`. On flex and ndarray a ReLU runs inside the Linear's
 /// kernel ([`tinygpt_kernels::linear_relu`]).
 pub fn per_position_activated<B: Backend>(
     linear: &Linear<B>,
@@ -54,9 +54,9 @@ mod tests {
     use burn::backend::{Autodiff, Flex, NdArray};
     use burn::nn::LinearConfig;
     use burn::tensor::backend::AutodiffBackend;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, ElementConversion};
 
-    /// `per_position` (on ndarray: the gemm kernel) against Burn's own `Linear::forward` on the
+    /// `per_position` (on flex and ndarray: the gemm kernel) against Burn's own `Linear::forward` on the
     /// 3-D input: output, and the gradients of input, weight and bias; with an activation,
     /// `per_position_activated` against the activation applied after it.
     fn same_values_and_gradients_on<B: AutodiffBackend>(
@@ -113,24 +113,32 @@ mod tests {
             same_values_and_gradients_on::<Autodiff<Flex>>(bias, activation);
             same_values_and_gradients_on::<Autodiff<NdArray>>(bias, activation);
         }
-        // ndarray takes the kernel; everything else keeps Burn's Linear.
+        // flex and ndarray take the kernel; everything else keeps Burn's Linear.
         let x = Tensor::<NdArray, 2>::zeros([2, 3], &Default::default());
         let w = Tensor::<NdArray, 2>::zeros([3, 4], &Default::default());
         assert!(tinygpt_kernels::linear((x, w, None)).is_ok());
         let x = Tensor::<Flex, 2>::zeros([2, 3], &Default::default());
         let w = Tensor::<Flex, 2>::zeros([3, 4], &Default::default());
+        assert!(tinygpt_kernels::linear((x, w, None)).is_ok());
+        let x = Tensor::<NdArray<f64>, 2>::zeros([2, 3], &Default::default());
+        let w = Tensor::<NdArray<f64>, 2>::zeros([3, 4], &Default::default());
         assert!(tinygpt_kernels::linear((x, w, None)).is_err());
     }
 
     /// Without autodiff (evaluation, generation) the ReLU inside the kernel matches too.
-    #[test]
-    fn relu_in_the_kernel_matches_in_inference() {
+    fn relu_in_the_kernel_matches_in_inference_on<B: Backend>() {
         let device = Default::default();
-        let linear = LinearConfig::new(6, 5).init::<NdArray>(&device);
-        let x = Tensor::<NdArray, 3>::random([3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
+        let linear = LinearConfig::new(6, 5).init::<B>(&device);
+        let x = Tensor::<B, 3>::random([3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
         let fused = per_position_activated(&linear, x.clone(), Activation::Relu);
         let plain = Activation::Relu.forward(linear.forward(x));
-        let zeros = fused.clone().equal_elem(0.0).int().sum().into_scalar();
+        let zeros: i64 = fused
+            .clone()
+            .equal_elem(0.0)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem();
         assert!(
             zeros > 0,
             "the input should make some pre-activations negative"
@@ -138,5 +146,11 @@ mod tests {
         fused
             .into_data()
             .assert_approx_eq::<f32>(&plain.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn relu_in_the_kernel_matches_in_inference() {
+        relu_in_the_kernel_matches_in_inference_on::<Flex>();
+        relu_in_the_kernel_matches_in_inference_on::<NdArray>();
     }
 }
