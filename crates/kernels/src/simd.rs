@@ -241,8 +241,23 @@ fn row_exp_shifted_sum(values: &mut [f32], shift: f32) -> f32 {
     lane_sum(lanes) + rest
 }
 
+/// The sum of `values` in 16 partial sums, so it vectorises (the same value at every level).
 #[inline(always)]
-fn row_dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn row_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lane_sum(lanes) + rest
+}
+
+/// `Σ a·b` in 16 partial sums.
+#[inline(always)]
+pub(crate) fn row_dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let rest: f32 = a_chunks
