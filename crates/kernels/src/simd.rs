@@ -208,6 +208,10 @@ fn lane_sum(mut lanes: [f32; LANES]) -> f32 {
 
 #[inline(always)]
 fn row_max(values: &[f32]) -> f32 {
+    if values.len() < LANES {
+        // Short rows (attention over a few positions) skip the 16 lanes' fold.
+        return values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    }
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = values.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -233,12 +237,28 @@ fn row_exp_shifted_sum(values: &mut [f32], shift: f32) -> f32 {
             *lane += *v;
         }
     }
-    let mut rest = 0.0;
-    for v in chunks.into_remainder() {
-        *v = exp(*v - shift);
-        rest += *v;
+    // The tail goes through the same 16 lanes, padded with -∞ (whose exp is 0), not one scalar
+    // exp at a time: attention rows are often shorter than 16 (transformer.ron's are 1 to 8
+    // long), and scalar exps were most of their softmax.
+    let rest = chunks.into_remainder();
+    if rest.len() < 4 {
+        let mut sum = 0.0;
+        for v in rest {
+            *v = exp(*v - shift);
+            sum += *v;
+        }
+        return lane_sum(lanes) + sum;
     }
-    lane_sum(lanes) + rest
+    {
+        let mut block = [f32::NEG_INFINITY; LANES];
+        block[..rest.len()].copy_from_slice(rest);
+        for (lane, v) in lanes.iter_mut().zip(block.iter_mut()) {
+            *v = exp(*v - shift);
+            *lane += *v;
+        }
+        rest.copy_from_slice(&block[..rest.len()]);
+    }
+    lane_sum(lanes)
 }
 
 /// The sum of `values` in 16 partial sums, so it vectorises (the same value at every level).
