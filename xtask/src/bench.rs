@@ -47,6 +47,7 @@ pub struct BenchArgs {
     python: String,
     threads: usize,
     configs: Vec<String>,
+    rounds: usize,
 }
 
 impl BenchArgs {
@@ -58,6 +59,7 @@ impl BenchArgs {
             python: std::env::var("TINYGPT_PYTHON").unwrap_or_else(|_| "python3".into()),
             threads: 2,
             configs: CONFIGS.iter().map(|(c, _)| c.to_string()).collect(),
+            rounds: 1,
         };
         let mut iter = args.into_iter();
         while let Some(arg) = iter.next() {
@@ -77,9 +79,15 @@ impl BenchArgs {
                 }
                 "--python" => parsed.python = value("--python")?,
                 "--threads" => parsed.threads = value("--threads")?.parse()?,
+                "--rounds" => {
+                    parsed.rounds = value("--rounds")?.parse()?;
+                    if parsed.rounds == 0 {
+                        bail!("--rounds needs at least 1");
+                    }
+                }
                 other => bail!(
                     "unknown bench option {other:?}: use --vs-pytorch, --no-compile, \
-                     --backends a,b, --configs a,b, --python PATH, --threads N"
+                     --backends a,b, --configs a,b, --python PATH, --threads N, --rounds N"
                 ),
             }
         }
@@ -167,39 +175,55 @@ fn pytorch_style(
     run_json(&mut command)
 }
 
+/// The round whose median step time is the median of the rounds': one shared machine's timings
+/// drift by 20% and more between runs minutes apart, so one run per row can mislead.
+fn median_round<T>(mut rounds: Vec<T>, time: impl Fn(&T) -> f64) -> Option<T> {
+    rounds.sort_by(|a, b| time(a).total_cmp(&time(b)));
+    let middle = rounds.len() / 2;
+    rounds.into_iter().nth(middle)
+}
+
 pub fn run(root: &Path, binary: &Path, args: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for config in &args.configs {
         let steps = steps_for(config);
         let path = root.join("configs").join(format!("{config}.ron"));
-        let mut torch = None;
-        let mut compiled = None;
-        for (i, backend) in args.backends.iter().enumerate() {
-            eprintln!("bench: {config} on {backend} ({steps} steps)");
-            let ours = run_json(
-                Command::new(binary)
-                    .args(["bench"])
-                    .arg(&path)
-                    .args(["--backend", backend, "--json", "--warmup", "3"])
-                    .args(["--steps", &steps.to_string()])
-                    .env("RAYON_NUM_THREADS", args.threads.to_string()),
-            )?;
-            // PyTorch runs right after our first backend, so both see the same machine state.
-            if args.vs_pytorch && torch.is_none() {
-                eprintln!("bench: {config} on PyTorch eager");
-                torch = Some(pytorch(&args, root, &ours, steps, false)?);
+        let mut ours_rounds: Vec<Vec<Timing>> = args.backends.iter().map(|_| Vec::new()).collect();
+        let (mut torch, mut compiled) = (Vec::new(), Vec::new());
+        // Rounds interleave every contender, so each sees the machine in every state it passed.
+        for round in 1..=args.rounds {
+            for (i, backend) in args.backends.iter().enumerate() {
+                eprintln!("bench: {config} on {backend} ({steps} steps, round {round})");
+                let ours = run_json(
+                    Command::new(binary)
+                        .args(["bench"])
+                        .arg(&path)
+                        .args(["--backend", backend, "--json", "--warmup", "3"])
+                        .args(["--steps", &steps.to_string()])
+                        .env("RAYON_NUM_THREADS", args.threads.to_string()),
+                )?;
+                // PyTorch runs right after our first backend, so both see the same machine state.
+                if args.vs_pytorch && i == 0 {
+                    eprintln!("bench: {config} on PyTorch eager");
+                    torch.push(pytorch(&args, root, &ours, steps, false)?);
+                }
+                // torch.compile after the last of ours, so the two PyTorch runs bracket them.
+                if args.vs_pytorch && args.compile && i + 1 == args.backends.len() {
+                    eprintln!("bench: {config} on PyTorch torch.compile");
+                    compiled.push(pytorch(&args, root, &ours, steps, true)?);
+                }
+                ours_rounds[i].push(ours);
             }
-            // torch.compile after the last of ours, so the two PyTorch runs bracket them.
-            if args.vs_pytorch && args.compile && i + 1 == args.backends.len() {
-                eprintln!("bench: {config} on PyTorch torch.compile");
-                compiled = Some(pytorch(&args, root, &ours, steps, true)?);
-            }
-            rows.push((config.clone(), backend.clone(), ours));
         }
-        if let Some((t, style)) = torch {
+        for (backend, timings) in args.backends.iter().zip(ours_rounds) {
+            if let Some(t) = median_round(timings, |t| t.median_ms) {
+                rows.push((config.clone(), backend.clone(), t));
+            }
+        }
+        if let Some((t, style)) = median_round(torch, |(t, _)| t.median_ms) {
             rows.push((config.clone(), format!("pytorch ({style})"), t));
         }
-        if let Some((t, style)) = compiled {
+        if let Some((t, style)) = median_round(compiled, |(t, _)| t.median_ms) {
             rows.push((config.clone(), format!("pytorch-compile ({style})"), t));
         }
     }
@@ -230,5 +254,28 @@ pub fn run(root: &Path, binary: &Path, args: BenchArgs) -> Result<()> {
     }
     println!("{table}");
     println!("(ratio = PyTorch's median / ours: above 1 means tinygpt is faster)");
+    if args.rounds > 1 {
+        println!(
+            "(each row is the median of {} interleaved rounds, by median ms/step)",
+            args.rounds
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_round_is_reported() {
+        assert_eq!(median_round(vec![3.0, 1.0, 2.0], |t| *t), Some(2.0));
+        // With an even count, the upper of the two middle rounds.
+        assert_eq!(median_round(vec![4.0, 1.0, 3.0, 2.0], |t| *t), Some(3.0));
+        assert_eq!(median_round(Vec::<f64>::new(), |t| *t), None);
+        let args = |list: &[&str]| BenchArgs::parse(list.iter().map(|s| s.to_string()).collect());
+        assert_eq!(args(&["--rounds", "3"]).unwrap().rounds, 3);
+        assert_eq!(args(&[]).unwrap().rounds, 1);
+        assert!(args(&["--rounds", "0"]).is_err());
+    }
 }
