@@ -105,18 +105,13 @@ pub(crate) fn indices<B: Backend, const D: usize>(
             .filter(|&index| index < bound)
             .unwrap_or_else(|| panic!("{}", outside(value)))
     };
-    let primitive = tensor.into_primitive();
+    let mut primitive = tensor.into_primitive();
     if TypeId::of::<B::IntTensorPrimitive>() == TypeId::of::<NdArrayTensor>() {
-        let primitive: NdArrayTensor = cast(primitive);
-        if let Some(indices) = ndarray::indices(&primitive, check) {
+        let values: NdArrayTensor = cast(primitive);
+        if let Some(indices) = ndarray::indices(&values, check) {
             return indices;
         }
-        return Tensor::<NdArray, D, Int>::from_primitive(primitive)
-            .into_data()
-            .convert::<i64>()
-            .iter::<i64>()
-            .map(check)
-            .collect();
+        primitive = cast(values);
     }
     Tensor::<B, D, Int>::from_primitive(primitive)
         .into_data()

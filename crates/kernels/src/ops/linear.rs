@@ -23,16 +23,17 @@ pub fn linear<B: Backend>(inputs: LinearInputs<B>) -> Result<Tensor<B, 2>, Linea
 }
 
 /// `max(0, x · weight + bias)`: a FeedForward's hidden layer through the kernel on the host
-/// backends, else the inputs back. burn-ndarray's own ReLU backward (`mask_fill` over a dynamic-rank `Zip`) was
-/// 16% of a nanogpt_cpu training step; here the ReLU is applied in the product's output buffer
-/// and its gradient in the backward step's, with no tensor or graph node of its own.
+/// backends, else the inputs back. burn-ndarray's own ReLU backward (`mask_fill` over a
+/// dynamic-rank `Zip`) was 16% of a nanogpt_cpu training step; here the ReLU is applied in the
+/// product's output buffer and its gradient in the backward step's, with no tensor or graph node
+/// of its own.
 pub fn linear_relu<B: Backend>(inputs: LinearInputs<B>) -> Result<Tensor<B, 2>, LinearInputs<B>> {
     on_host(inputs, false, true)
 }
 
-/// `x · embeddingᵀ` (a tied lm_head: `embedding` is `[vocab, d_in]`) through the kernel on
-/// ndarray, which would otherwise copy the transposed embedding into standard layout for every
-/// product; else the inputs back.
+/// `x · embeddingᵀ` (a tied lm_head: `embedding` is `[vocab, d_in]`) through the kernel on the
+/// host backends, which reads the transpose through strides (ndarray's own matmul copied it into
+/// standard layout for every product); else the inputs back.
 pub fn linear_transposed<B: Backend>(
     x: Tensor<B, 2>,
     embedding: Tensor<B, 2>,
