@@ -5,7 +5,7 @@
 //! The attention group times one attention layer's forward and backward pass on flex, through
 //! the fused CPU kernel and as plain tensor ops.
 //!
-//! `cargo bench --bench backends`; add `--features cuda` on a GPU machine to include CUDA.
+//! `cargo bench -p tinygpt-benches`; add `--features cuda` on a GPU machine to include CUDA.
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
@@ -13,8 +13,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::path::Path;
+use tinygpt_backends::{compiled_in, dispatch, BackendKind, BackendTask};
 use tinygpt_model::{LanguageModel, ModelConfig};
-use tinygpt_train::{adamw, apply_update, BackendKind, BackendTask, RunConfig, TrainingSpec};
+use tinygpt_train::{adamw, apply_update, RunConfig, TrainingSpec};
 
 // The allocator the `tinygpt` binary uses, so the benches time what users run.
 #[global_allocator]
@@ -24,7 +25,7 @@ const VOCAB: usize = 65;
 const BATCH: usize = 32;
 
 fn transformer() -> RunConfig {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/transformer.ron");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/transformer.ron");
     RunConfig::load(&path).expect("configs/transformer.ron parses")
 }
 
@@ -88,7 +89,7 @@ fn generation(c: &mut Criterion) {
     tinygpt::keep_freed_memory();
     use std::ops::ControlFlow;
     use tinygpt_model::{Sampler, Sampling};
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/nanogpt_cpu.ron");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/nanogpt_cpu.ron");
     let mut config = RunConfig::load(&path).expect("configs/nanogpt_cpu.ron parses");
     config.model.block_size = 256;
     let config = config.model.resolve(VOCAB).expect("valid");
@@ -164,10 +165,10 @@ fn backends(c: &mut Criterion) {
     let run = transformer();
     let config = run.model.resolve(VOCAB).expect("transformer.ron is valid");
     for kind in BackendKind::ALL {
-        if !kind.compiled_in() {
+        if !compiled_in(kind) {
             continue;
         }
-        if let Err(e) = tinygpt_train::dispatch(
+        if let Err(e) = dispatch(
             kind,
             Bench {
                 c,

@@ -20,8 +20,9 @@ pub const DIR: &str = ".gpu-check";
 /// CUDA 13.0, and bindings for 13.0 run on every 13.x driver. Override it for another driver.
 const DEFAULT_CUDA_VERSION: &str = "13000";
 
-/// The integration tests that hold backend-generic CUDA checks.
-const TEST_TARGETS: [&str; 2] = ["cuda_parity", "model"];
+/// The test binary that holds the backend-generic CUDA checks (modules `cuda_parity` and
+/// `model`).
+const TEST_TARGETS: [&str; 1] = ["suite"];
 
 pub fn prepare(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
     let cuda_version =
@@ -209,11 +210,11 @@ bench "pytorch-compile-f32" timeout $(limit 60) python3 reference/gpt_step.py --
     --dtype f32 --steps 20 --warmup 5 --compile || status=1
 
 phase 70 "3. parity: f32 CUDA vs ndarray (TF32 bounds), bf16/f16 vs f32 CUDA, bigram exact"
-timeout $(limit 70) $BIN/test-cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 \
+timeout $(limit 70) $BIN/test-suite cuda_parity --include-ignored --nocapture --test-threads 1 2>&1 \
     | tee "$OUT/parity.txt" || status=1
 
 phase 40 "4. backend-generic model tests on CUDA"
-timeout $(limit 40) $BIN/test-model cuda --nocapture --test-threads 1 2>&1 \
+timeout $(limit 40) $BIN/test-suite model::cuda --nocapture --test-threads 1 2>&1 \
     | tee "$OUT/model-tests.txt" || status=1
 
 rest=$((BUDGET - SECONDS - 15))

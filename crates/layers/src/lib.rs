@@ -36,10 +36,12 @@ pub use registry::{Layer, LayerConfig, LayerSpec, REGISTERED_LAYERS};
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    use burn::backend::NdArray;
     use burn::tensor::{backend::Backend, Distribution, Tensor};
 
-    pub type TestBackend = NdArray<f32>;
+    /// flex: its operations are compiled in burn-flex once, where burn-ndarray's, generic over
+    /// the element type, would be compiled again into this test binary (the suite in `tests/`
+    /// runs the layers on both).
+    pub type TestBackend = burn::backend::Flex;
 
     pub fn random_input<B: Backend>(dims: [usize; 3]) -> Tensor<B, 3> {
         Tensor::random(dims, Distribution::Normal(0.0, 1.0), &Default::default())

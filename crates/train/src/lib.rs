@@ -15,9 +15,7 @@ pub mod parallel;
 pub mod schedule;
 pub mod trainer;
 
-pub use backend::{
-    dispatch, dispatch_devices, BackendError, BackendKind, BackendTask, Devices, DevicesTask,
-};
+pub use backend::{BackendError, BackendKind, Devices};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, InitFrom, RunConfig, TrainingSpec};
 pub use memory::{available_memory, judge, MemoryEstimate, Verdict};

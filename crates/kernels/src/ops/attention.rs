@@ -34,17 +34,34 @@ pub fn attention<B: Backend>(
         })
     };
     Ok(match served {
-        (Host::Flex, Mode::Inference) => cast(inference::<Flex>(cast(qkv), dims)),
-        (Host::NdArray, Mode::Inference) => cast(inference::<NdArray>(cast(qkv), dims)),
+        (Host::Flex, Mode::Inference) => cast(inference_flex(cast(qkv), dims)),
+        (Host::NdArray, Mode::Inference) => cast(inference_ndarray(cast(qkv), dims)),
         (Host::Flex, Mode::Training) => {
             let dropout = dropout(&qkv.device());
-            cast(training::<Flex>(cast(qkv), dims, dropout))
+            cast(training_flex(cast(qkv), dims, dropout))
         }
         (Host::NdArray, Mode::Training) => {
             let dropout = dropout(&qkv.device());
-            cast(training::<NdArray>(cast(qkv), dims, dropout))
+            cast(training_ndarray(cast(qkv), dims, dropout))
         }
     })
+}
+
+compiled_here! {
+    fn inference_flex(qkv: Tensor<Flex, 3>, dims: AttentionDims) -> Tensor<Flex, 3> =
+        inference::<Flex>;
+    fn inference_ndarray(qkv: Tensor<NdArray, 3>, dims: AttentionDims) -> Tensor<NdArray, 3> =
+        inference::<NdArray>;
+    fn training_flex(
+        qkv: Tensor<Autodiff<Flex>, 3>,
+        dims: AttentionDims,
+        dropout: Option<WeightDropout>,
+    ) -> Tensor<Autodiff<Flex>, 3> = training::<Flex>;
+    fn training_ndarray(
+        qkv: Tensor<Autodiff<NdArray>, 3>,
+        dims: AttentionDims,
+        dropout: Option<WeightDropout>,
+    ) -> Tensor<Autodiff<NdArray>, 3> = training::<NdArray>;
 }
 
 /// [`attention`] in training on a host backend `H` with a given dropout mask (`None`: none), so

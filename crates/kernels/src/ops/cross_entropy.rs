@@ -32,11 +32,26 @@ pub fn cross_entropy<B: Backend>(
     });
     debug_assert_eq!(targets.len(), rows);
     Ok(match served {
-        (Host::Flex, Mode::Inference) => cast(inference::<Flex>(cast(logits), &targets)),
-        (Host::Flex, Mode::Training) => cast(training::<Flex>(cast(logits), targets)),
-        (Host::NdArray, Mode::Inference) => cast(inference::<NdArray>(cast(logits), &targets)),
-        (Host::NdArray, Mode::Training) => cast(training::<NdArray>(cast(logits), targets)),
+        (Host::Flex, Mode::Inference) => cast(inference_flex(cast(logits), &targets)),
+        (Host::Flex, Mode::Training) => cast(training_flex(cast(logits), targets)),
+        (Host::NdArray, Mode::Inference) => cast(inference_ndarray(cast(logits), &targets)),
+        (Host::NdArray, Mode::Training) => cast(training_ndarray(cast(logits), targets)),
     })
+}
+
+compiled_here! {
+    fn inference_flex(logits: Tensor<Flex, 2>, targets: &[usize]) -> Tensor<Flex, 1> =
+        inference::<Flex>;
+    fn inference_ndarray(logits: Tensor<NdArray, 2>, targets: &[usize]) -> Tensor<NdArray, 1> =
+        inference::<NdArray>;
+    fn training_flex(
+        logits: Tensor<Autodiff<Flex>, 2>,
+        targets: Arc<[usize]>,
+    ) -> Tensor<Autodiff<Flex>, 1> = training::<Flex>;
+    fn training_ndarray(
+        logits: Tensor<Autodiff<NdArray>, 2>,
+        targets: Arc<[usize]>,
+    ) -> Tensor<Autodiff<NdArray>, 1> = training::<NdArray>;
 }
 
 fn inference<H: HostBackend>(logits: Tensor<H, 2>, targets: &[usize]) -> Tensor<H, 1> {

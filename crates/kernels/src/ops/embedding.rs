@@ -38,8 +38,8 @@ pub fn embedding<B: Backend>(
         time,
     };
     Ok(match mode {
-        Mode::Inference => cast(inference::<NdArray>(cast(weight), &ids, shape)),
-        Mode::Training => cast(training::<NdArray>(cast(weight), ids, shape)),
+        Mode::Inference => cast(inference_ndarray(cast(weight), &ids, shape)),
+        Mode::Training => cast(training_ndarray(cast(weight), ids, shape)),
     })
 }
 
@@ -69,6 +69,16 @@ fn lookup<H: HostBackend>(
         gather(H::values(&weight), ids, s.dim),
         &[s.batch, s.time, s.dim],
     )
+}
+
+compiled_here! {
+    fn inference_ndarray(weight: Tensor<NdArray, 2>, ids: &[usize], s: Shape) -> Tensor<NdArray, 3> =
+        inference::<NdArray>;
+    fn training_ndarray(
+        weight: Tensor<Autodiff<NdArray>, 2>,
+        ids: Arc<[usize]>,
+        s: Shape,
+    ) -> Tensor<Autodiff<NdArray>, 3> = training::<NdArray>;
 }
 
 fn inference<H: HostBackend>(weight: Tensor<H, 2>, ids: &[usize], s: Shape) -> Tensor<H, 3> {

@@ -26,13 +26,22 @@ pub fn layer_norm<B: Backend>(
         && beta.as_ref().is_none_or(|b| b.dtype() == DType::F32);
     match host_backend::<B>() {
         Some((Host::Flex, Mode::Training)) if f32s => {
-            Ok(cast(training::<Flex>(cast(inputs), epsilon)))
+            Ok(cast(training_flex(cast(inputs), epsilon)))
         }
         Some((Host::NdArray, Mode::Training)) if f32s => {
-            Ok(cast(training::<NdArray>(cast(inputs), epsilon)))
+            Ok(cast(training_ndarray(cast(inputs), epsilon)))
         }
         _ => Err(inputs),
     }
+}
+
+compiled_here! {
+    fn training_flex(inputs: LayerNormInputs<Autodiff<Flex>>, epsilon: f64) -> Tensor<Autodiff<Flex>, 3> =
+        training::<Flex>;
+    fn training_ndarray(
+        inputs: LayerNormInputs<Autodiff<NdArray>>,
+        epsilon: f64,
+    ) -> Tensor<Autodiff<NdArray>, 3> = training::<NdArray>;
 }
 
 fn training<H: HostBackend>(

@@ -61,16 +61,31 @@ fn on_host<B: Backend>(
                 weight_transposed,
             };
             Ok(match (host, mode) {
-                (Host::NdArray, Mode::Inference) => {
-                    cast(inference::<NdArray>(cast(inputs), d, relu))
-                }
-                (Host::NdArray, Mode::Training) => cast(training::<NdArray>(cast(inputs), d, relu)),
-                (Host::Flex, Mode::Inference) => cast(inference::<Flex>(cast(inputs), d, relu)),
-                (Host::Flex, Mode::Training) => cast(training::<Flex>(cast(inputs), d, relu)),
+                (Host::NdArray, Mode::Inference) => cast(inference_ndarray(cast(inputs), d, relu)),
+                (Host::NdArray, Mode::Training) => cast(training_ndarray(cast(inputs), d, relu)),
+                (Host::Flex, Mode::Inference) => cast(inference_flex(cast(inputs), d, relu)),
+                (Host::Flex, Mode::Training) => cast(training_flex(cast(inputs), d, relu)),
             })
         }
         _ => Err(inputs),
     }
+}
+
+compiled_here! {
+    fn inference_flex(inputs: LinearInputs<Flex>, d: LinearDims, relu: bool) -> Tensor<Flex, 2> =
+        inference::<Flex>;
+    fn inference_ndarray(inputs: LinearInputs<NdArray>, d: LinearDims, relu: bool) -> Tensor<NdArray, 2> =
+        inference::<NdArray>;
+    fn training_flex(
+        inputs: LinearInputs<Autodiff<Flex>>,
+        d: LinearDims,
+        relu: bool,
+    ) -> Tensor<Autodiff<Flex>, 2> = training::<Flex>;
+    fn training_ndarray(
+        inputs: LinearInputs<Autodiff<NdArray>>,
+        d: LinearDims,
+        relu: bool,
+    ) -> Tensor<Autodiff<NdArray>, 2> = training::<NdArray>;
 }
 
 fn values<H: HostBackend>(tensor: Tensor<H, 2>) -> H::FloatTensorPrimitive {

@@ -1,6 +1,6 @@
 //! Property tests for the two parsers that read user files: the config parser and the checkpoint
 //! reader. Whatever the bytes, they return an error or a value, never panic. More cases:
-//! `PROPTEST_CASES=100000 cargo test -p tinygpt-train --test fuzz`.
+//! `PROPTEST_CASES=100000 cargo test --release --test suite fuzz`.
 
 use proptest::prelude::*;
 use std::path::Path;
@@ -8,7 +8,7 @@ use tinygpt_tokenizer::CharTokenizer;
 use tinygpt_train::{Checkpoint, CheckpointMeta, LossEstimate, RunConfig};
 
 fn shipped_configs() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let mut texts: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

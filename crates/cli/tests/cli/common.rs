@@ -1,7 +1,5 @@
 //! What the binary's test files share: running `tinygpt` and checking how it failed.
 
-#![allow(dead_code)]
-
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -166,7 +166,7 @@ fn generate_returns_exactly_n_tokens_in_the_vocabulary() {
 #[test]
 fn cuda_causality_initial_loss_and_save_load() {
     use burn::tensor::backend::AutodiffBackend;
-    use tinygpt_train::{dispatch, BackendError, BackendKind, BackendTask};
+    use tinygpt_backends::{dispatch, BackendError, BackendKind, BackendTask};
     struct OnCuda;
     impl BackendTask for OnCuda {
         type Output = ();

@@ -2,8 +2,6 @@
 //! a model with the parameter count of the PyTorch original (vocabulary of 65 characters, or
 //! GPT-2's 50,257 tokens), which the config alone also gives.
 
-use burn::backend::NdArray;
-use burn::module::Module;
 use std::path::{Path, PathBuf};
 use tinygpt_tokenizer::{TokenizerSpec, GPT2_VOCAB_SIZE};
 use tinygpt_train::hf::HfGpt2Config;
@@ -71,6 +69,7 @@ fn expected_params(name: &str) -> Option<usize> {
 fn every_config_builds_with_the_stated_parameter_count() {
     let mut seen = Vec::new();
     let scratch = tempfile::tempdir().unwrap();
+    let engine = tinygpt_backends::engine(tinygpt_train::BackendKind::NdArray, None).unwrap();
     for entry in std::fs::read_dir(configs_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("ron") {
@@ -92,7 +91,7 @@ fn every_config_builds_with_the_stated_parameter_count() {
             .resolve(vocab)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         // Built lazily: the count needs no random weights.
-        let model = model_config.init::<NdArray<f32>>(&Default::default());
+        let model = engine.init(&model_config, 0);
         let expected = expected_params(&name)
             .unwrap_or_else(|| panic!("configs/{name}.ron has no expected parameter count here"));
         assert_eq!(model.num_params(), expected, "{name}");

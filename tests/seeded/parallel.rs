@@ -1,15 +1,14 @@
 //! Data-parallel training on Burn's collective, with peers on threads of this process: N peers
 //! on the same global batch follow the one-device run, and checkpoints move between peer counts.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use crate::one_at_a_time;
 use std::path::Path;
+use tinygpt_backends::engine;
 use tinygpt_train::checkpoint::step_checkpoint_path;
 use tinygpt_train::metrics::MetricsRow;
 use tinygpt_train::{
-    dispatch_devices, prepare, train_parallel, BackendKind, Checkpoint, Cluster, Devices,
-    DevicesTask, RunConfig, TrainError, TrainOptions, TrainReport,
+    open_run, prepare, BackendKind, Checkpoint, Cluster, Devices, RunConfig, TrainError,
+    TrainOptions, TrainReport,
 };
 
 fn config(corpus: &Path, max_iters: usize, batch_size: usize) -> RunConfig {
@@ -30,39 +29,18 @@ fn config(corpus: &Path, max_iters: usize, batch_size: usize) -> RunConfig {
     .unwrap()
 }
 
-struct Run {
-    options: TrainOptions,
-    config: RunConfig,
-}
-
-impl DevicesTask for Run {
-    type Output = Result<TrainReport, TrainError>;
-    fn run<B: AutodiffBackend>(
-        self,
-        devices: Vec<B::Device>,
-        kind: BackendKind,
-    ) -> Result<TrainReport, TrainError> {
-        let prepared = prepare(self.config, "parallel.ron").unwrap();
-        train_parallel::<B>(
-            &prepared,
-            &self.options,
-            &devices,
-            kind,
-            &Cluster::default(),
-        )
-    }
-}
-
-/// One process-wide collective and one generator per backend: the runs here take turns.
-static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn run(
     kind: BackendKind,
     peers: usize,
     options: TrainOptions,
     config: RunConfig,
 ) -> Result<TrainReport, TrainError> {
-    dispatch_devices(kind, Some(&Devices::Number(peers)), Run { options, config }).unwrap()
+    let prepared = prepare(config, "parallel.ron").unwrap();
+    engine(kind, Some(&Devices::Number(peers))).unwrap().train(
+        &prepared,
+        &options,
+        &Cluster::default(),
+    )
 }
 
 fn corpus(dir: &Path) -> std::path::PathBuf {
@@ -80,34 +58,16 @@ fn metrics(run_dir: &Path) -> Vec<MetricsRow> {
 
 /// Every parameter of a checkpoint, flattened in module order.
 fn parameters(checkpoint_path: &Path) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.extend(
-                param
-                    .val()
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .unwrap(),
-            );
-        }
-    }
-    type B = burn::backend::NdArray<f32>;
-    let checkpoint = Checkpoint::read(checkpoint_path).unwrap();
-    let config = RunConfig::parse(&checkpoint.meta.config, "checkpoint").unwrap();
-    let model_config = config
-        .model
-        .resolve(tinygpt_tokenizer::Tokenizer::vocab_size(
-            &checkpoint.meta.vocab,
-        ))
+    let run = open_run(checkpoint_path).unwrap();
+    let model = engine(BackendKind::NdArray, None)
+        .unwrap()
+        .load(&run)
         .unwrap();
-    let model =
-        tinygpt_train::load_model::<B>(&model_config, &checkpoint.model, &Default::default())
-            .unwrap();
-    let mut collect = Collect(Vec::new());
-    model.visit(&mut collect);
-    collect.0
+    model
+        .parameters()
+        .into_iter()
+        .flat_map(|parameter| parameter.values)
+        .collect()
 }
 
 fn assert_close(what: &str, a: &[f32], b: &[f32], tolerance: f32) {
@@ -141,7 +101,7 @@ fn assert_same_curve(what: &str, a: &[MetricsRow], b: &[MetricsRow], tolerance: 
 /// within 1e-5, parameters after 5 steps within 1e-4 (the trainer itself checks that the
 /// replicas hold identical weights at the end).
 fn two_peers_follow_one_device(kind: BackendKind) {
-    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path());
     let one = dir.path().join("one");
@@ -182,7 +142,7 @@ fn two_ndarray_peers_follow_one_device() {
 /// A checkpoint is the one-device format: 2 peers → 1 and 1 → 2 continue the same curve.
 #[test]
 fn runs_resume_across_peer_counts() {
-    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path());
     let straight = dir.path().join("straight");
@@ -220,7 +180,7 @@ fn runs_resume_across_peer_counts() {
 
 #[test]
 fn a_batch_that_does_not_divide_is_refused() {
-    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path());
     let run_dir = dir.path().join("run");
@@ -243,7 +203,7 @@ fn a_batch_that_does_not_divide_is_refused() {
 /// reproducible for a peer count, and the replicas still end identical (the trainer checks).
 #[test]
 fn dropout_runs_are_reproducible_for_a_peer_count() {
-    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path());
     let with_dropout = || {
@@ -286,4 +246,40 @@ fn dropout_runs_are_reproducible_for_a_peer_count() {
         curves[0][4],
         curves[2][4]
     );
+}
+
+/// The all-reduce itself: three peers agree on the mean and the sum of their values.
+#[test]
+fn peers_all_reduce_to_the_same_mean_and_sum() {
+    use burn::backend::{Autodiff, Flex};
+    use burn::collective::ReduceOperation;
+    use burn::tensor::Tensor;
+    let _turn = one_at_a_time();
+    let devices = vec![Default::default(); 3];
+    let results = tinygpt_train::parallel::run_peers::<Autodiff<Flex>, _, _>(
+        &devices,
+        &Cluster::default(),
+        |_, device, peer| {
+            let mine = Tensor::<Flex, 1>::from_floats(
+                [peer.rank as f32, 10.0 * peer.rank as f32 + 1.0],
+                device,
+            );
+            let mean = peer.all_reduce(mine.clone(), ReduceOperation::Mean, "test")?;
+            let sum = peer.all_reduce(mine.clone(), ReduceOperation::Sum, "test")?;
+            let only0 = if peer.rank == 0 {
+                mine.clone()
+            } else {
+                mine.zeros_like()
+            };
+            let from0 = peer.all_reduce(only0, ReduceOperation::Sum, "test")?;
+            Ok([mean, sum, from0].map(|t| t.into_data().to_vec::<f32>().unwrap()))
+        },
+    )
+    .unwrap();
+    for result in results {
+        let [mean, sum, from0] = result.unwrap();
+        assert_eq!(mean, vec![1.0, 11.0]);
+        assert_eq!(sum, vec![3.0, 33.0]);
+        assert_eq!(from0, vec![0.0, 1.0]);
+    }
 }

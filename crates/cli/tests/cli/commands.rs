@@ -1,9 +1,7 @@
 //! The real `tinygpt` binary: train, generate and info on a generated corpus, and clear errors
 //! (non-zero exit, a message, no panic) for bad input.
 
-mod common;
-
-use common::{assert_fails_with, text, tinygpt};
+use crate::common::{assert_fails_with, text, tinygpt};
 use std::path::Path;
 use std::process::{Command, Output};
 

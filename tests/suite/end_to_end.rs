@@ -3,10 +3,11 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::path::Path;
+use tinygpt_backends::engine;
 use tinygpt_tokenizer::Tokenizer;
 use tinygpt_train::checkpoint::{list_step_checkpoints, BEST_CHECKPOINT, CHECKPOINT_DIR};
 use tinygpt_train::metrics::read_metrics;
-use tinygpt_train::{dispatch, open_run, prepare, train, BackendKind, BackendTask, RunConfig};
+use tinygpt_train::{open_run, prepare, BackendKind, Cluster, RunConfig, TrainOptions};
 
 /// Sentences from a tiny grammar: predictable spelling, some randomness in word choice.
 fn generated_corpus(path: &Path) {
@@ -44,20 +45,6 @@ fn small_config(corpus: &Path, steps: usize) -> RunConfig {
     .unwrap()
 }
 
-struct Train<'a>(&'a tinygpt_train::Prepared, &'a Path);
-
-impl BackendTask for Train<'_> {
-    type Output = tinygpt_train::TrainReport;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(
-        self,
-        device: B::Device,
-        kind: BackendKind,
-    ) -> Self::Output {
-        let options = tinygpt_train::TrainOptions::new(self.1);
-        train::<B>(self.0, &options, &device, kind).unwrap()
-    }
-}
-
 fn learns_on(backend: BackendKind) {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
@@ -65,7 +52,10 @@ fn learns_on(backend: BackendKind) {
     let prepared = prepare(small_config(&corpus, 300), "small.ron").unwrap();
     let vocab = prepared.tokenizer.vocab_size();
     let run_dir = dir.path().join("run");
-    let report = dispatch(backend, Train(&prepared, &run_dir)).unwrap();
+    let report = engine(backend, None)
+        .unwrap()
+        .train(&prepared, &TrainOptions::new(&run_dir), &Cluster::default())
+        .unwrap();
 
     let first = report.evaluations[0];
     let last = report.last_eval;
@@ -126,21 +116,21 @@ fn learns_a_generated_corpus_on_flex() {
 /// batch counts by its windows, and batches of one window give the same mean.
 #[test]
 fn full_split_loss_is_the_mean_over_windows() {
-    use burn::backend::NdArray;
     use tinygpt_data::Split;
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     generated_corpus(&corpus);
     let mut prepared = prepare(small_config(&corpus, 1), "small.ron").unwrap();
-    let device = Default::default();
-    let model = prepared.model.init::<NdArray<f32>>(&device);
+    let model = engine(BackendKind::NdArray, None)
+        .unwrap()
+        .init(&prepared.model, 7);
     let windows = prepared
         .splits
         .window_count(Split::Val, prepared.model.block_size);
     assert_ne!(windows % 16, 0, "the test needs a partial last batch");
-    let batched = tinygpt_train::full_split_loss(&model, &prepared, Split::Val, &device);
+    let batched = model.split_loss(&prepared, Split::Val);
     prepared.config.training.batch_size = 1;
-    let one_by_one = tinygpt_train::full_split_loss(&model, &prepared, Split::Val, &device);
+    let one_by_one = model.split_loss(&prepared, Split::Val);
     assert!(
         (batched - one_by_one).abs() < 1e-5,
         "{batched} vs {one_by_one}"

@@ -1,8 +1,7 @@
 //! Dropout masks follow the backend's seed.
 //!
 //! The backends' generators are process-wide, so a test that seeds one and expects a repeatable
-//! draw cannot share its process with tests drawing random tensors at the same time: this binary
-//! holds just this one test.
+//! draw cannot share its process with tests drawing random tensors at the same time.
 
 use burn::backend::{Autodiff, Flex};
 use burn::nn::DropoutConfig;
@@ -12,6 +11,7 @@ use tinygpt_kernels::dropout;
 
 #[test]
 fn dropout_masks_follow_the_backend_seed() {
+    let _turn = crate::one_at_a_time();
     type B = Autodiff<Flex>;
     let device = Default::default();
     let module = DropoutConfig::new(0.2).init();

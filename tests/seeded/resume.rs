@@ -1,10 +1,12 @@
 //! Resuming a run reproduces the uninterrupted run exactly, dropout included.
 
+use crate::one_at_a_time;
 use std::path::Path;
+use tinygpt_backends::engine;
 use tinygpt_train::checkpoint::step_checkpoint_path;
 use tinygpt_train::{
-    dispatch, prepare, train, BackendKind, BackendTask, Checkpoint, LossEstimate, RunConfig,
-    TrainOptions, TrainReport,
+    prepare, BackendKind, Checkpoint, Cluster, LossEstimate, RunConfig, TrainError, TrainOptions,
+    TrainReport,
 };
 
 fn config(corpus: &Path, max_iters: usize) -> RunConfig {
@@ -23,26 +25,19 @@ fn config(corpus: &Path, max_iters: usize) -> RunConfig {
     .unwrap()
 }
 
-struct Run(TrainOptions, RunConfig);
-
-impl BackendTask for Run {
-    type Output = TrainReport;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(
-        self,
-        device: B::Device,
-        kind: BackendKind,
-    ) -> TrainReport {
-        let prepared = prepare(self.1, "resume.ron").unwrap();
-        train::<B>(&prepared, &self.0, &device, kind).unwrap()
-    }
+fn train_on(
+    kind: BackendKind,
+    options: TrainOptions,
+    config: RunConfig,
+) -> Result<TrainReport, TrainError> {
+    let prepared = prepare(config, "resume.ron").unwrap();
+    engine(kind, None)
+        .unwrap()
+        .train(&prepared, &options, &Cluster::default())
 }
 
-/// Burn's backends seed one process-wide generator: runs in parallel test threads would
-/// reseed each other's, so the tests here take turns.
-static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn run_on(kind: BackendKind, options: TrainOptions, config: RunConfig) -> TrainReport {
-    dispatch(kind, Run(options, config)).unwrap()
+    train_on(kind, options, config).unwrap()
 }
 
 fn run(options: TrainOptions, config: RunConfig) -> TrainReport {
@@ -52,7 +47,7 @@ fn run(options: TrainOptions, config: RunConfig) -> TrainReport {
 /// Trains 200 steps straight, and 130 then resumed to 200; returns the evaluations at steps
 /// 0, 50, 100, 150 and 200 of each, and the two samples.
 fn straight_and_resumed(kind: BackendKind) -> [(Vec<LossEstimate>, String); 2] {
-    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     let text: String = (0..300)
@@ -126,7 +121,7 @@ fn resumed_run_matches_the_uninterrupted_one_closely_on_ndarray() {
 
 #[test]
 fn a_checkpoint_for_another_architecture_is_refused() {
-    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, "abcdefgh\n".repeat(100)).unwrap();
@@ -136,22 +131,10 @@ fn a_checkpoint_for_another_architecture_is_refused() {
 
     let mut other = config(&corpus, 20);
     other.model.n_embd = Some(32);
-    struct TryRun(TrainOptions, RunConfig);
-    impl BackendTask for TryRun {
-        type Output = String;
-        fn run<B: burn::tensor::backend::AutodiffBackend>(
-            self,
-            device: B::Device,
-            kind: BackendKind,
-        ) -> String {
-            let prepared = prepare(self.1, "other.ron").unwrap();
-            train::<B>(&prepared, &self.0, &device, kind)
-                .expect_err("must fail")
-                .to_string()
-        }
-    }
     let mut options = TrainOptions::new(&run_dir);
     options.resume = Some(checkpoint);
-    let err = dispatch(BackendKind::NdArray, TryRun(options, other)).unwrap();
+    let err = train_on(BackendKind::NdArray, options, other)
+        .expect_err("must fail")
+        .to_string();
     assert!(err.contains("architecture"), "{err}");
 }

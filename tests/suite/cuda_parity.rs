@@ -35,8 +35,9 @@ mod parity {
     use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
     use burn::tensor::backend::AutodiffBackend;
     use burn::tensor::{Int, Tensor, TensorData};
+    use tinygpt_backends::{dispatch, BackendError, BackendKind, BackendTask};
     use tinygpt_model::{LanguageModel, ModelConfig};
-    use tinygpt_train::{dispatch, grads, BackendError, BackendKind, BackendTask, RunConfig};
+    use tinygpt_train::{grads, RunConfig};
 
     /// Tolerances for (logits and loss, gradients).
     struct Bounds {

@@ -1,9 +1,7 @@
 //! Data-parallel training through the real binary: `--devices`, and two processes on loopback
 //! as two nodes (`--nodes 2`) with the orchestrator Burn provides.
 
-mod common;
-
-use common::{assert_fails_with, text, tinygpt};
+use crate::common::{assert_fails_with, text, tinygpt};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -2,13 +2,35 @@
 //! vocabulary, tiny otherwise): info, generate, fine-tune, generate from the fine-tune, eval,
 //! export; and clear errors for what cannot work.
 
-mod common;
-
-use burn::backend::NdArray;
-use common::{assert_fails_with, text, tinygpt};
+use crate::common::{assert_fails_with, text, tinygpt};
 use std::path::Path;
+use tinygpt_backends::{engine, BackendKind};
 use tinygpt_tokenizer::AnyTokenizer;
-use tinygpt_train::hf::{self, HfGpt2Config};
+use tinygpt_train::hf::HfGpt2Config;
+use tinygpt_train::LoadedRun;
+
+/// The token embedding's weights of a model on disk (run, checkpoint or Hugging Face directory).
+fn token_embedding(run: &LoadedRun) -> Vec<f32> {
+    let model = engine(BackendKind::NdArray, None)
+        .unwrap()
+        .load(run)
+        .unwrap();
+    model
+        .parameters()
+        .into_iter()
+        .find(|p| p.name == "token_embedding.weight")
+        .expect("every model has a token embedding")
+        .values
+}
+
+/// The largest difference between two weight vectors of the same shape.
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
 
 /// 1 Block of 2 heads, 16 wide, 64 positions, GPT-2's vocabulary: 808,448 parameters.
 fn small_gpt2() -> HfGpt2Config {
@@ -28,14 +50,11 @@ fn small_gpt2() -> HfGpt2Config {
 /// A random GPT-2-shaped Hugging Face directory, as the reference script or the hub would give.
 fn write_hf_dir(dir: &Path) {
     let config = small_gpt2().model_spec(None, 0.0).resolve(50257).unwrap();
-    let model = config.init::<NdArray<f32>>(&Default::default());
-    hf::export(
-        &model,
-        &config,
-        &AnyTokenizer::Gpt2(Default::default()),
-        dir,
-    )
-    .unwrap();
+    engine(BackendKind::NdArray, None)
+        .unwrap()
+        .init(&config, 0)
+        .export_hf(&AnyTokenizer::Gpt2(Default::default()), dir)
+        .unwrap();
 }
 
 fn write_corpus(dir: &Path) {
@@ -120,15 +139,9 @@ fn pretrained_directory_info_generate_finetune_eval_export() {
     // fresh init would differ by about 0.03.
     let run = tinygpt_train::open_run(&d.join("runs/finetune")).unwrap();
     assert_eq!(run.model.block_size, 32);
-    let tuned = run.load_model::<NdArray<f32>>(&Default::default()).unwrap();
-    let source = tinygpt_train::open_run(&d.join("gpt2"))
-        .unwrap()
-        .load_model::<NdArray<f32>>(&Default::default())
-        .unwrap();
-    let moved: f32 = (tuned.token_embedding.weight.val() - source.token_embedding.weight.val())
-        .abs()
-        .max()
-        .into_scalar();
+    let tuned = token_embedding(&run);
+    let source = token_embedding(&tinygpt_train::open_run(&d.join("gpt2")).unwrap());
+    let moved = max_difference(&tuned, &source);
     assert!(moved > 0.0 && moved < 1e-3, "{moved}");
 
     let out = tinygpt(
@@ -158,14 +171,7 @@ fn pretrained_directory_info_generate_finetune_eval_export() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let exported = tinygpt_train::open_run(&d.join("out/my-gpt2")).unwrap();
     assert_eq!(exported.model.block_size, 32);
-    let back = exported
-        .load_model::<NdArray<f32>>(&Default::default())
-        .unwrap();
-    let same: f32 = (back.token_embedding.weight.val() - tuned.token_embedding.weight.val())
-        .abs()
-        .max()
-        .into_scalar();
-    assert_eq!(same, 0.0);
+    assert_eq!(token_embedding(&exported), tuned);
 
     // A Hugging Face directory is not a run to resume.
     let out = tinygpt(&["train", "--resume", "gpt2"], d);
@@ -244,14 +250,7 @@ fn fine_tuning_starts_from_a_tinygpt_run_too() {
     let tuned = tinygpt_train::open_run(&d.join("runs/tune")).unwrap();
     assert_eq!(tuned.model.block_size, 8);
     let base = tinygpt_train::open_run(&d.join("runs/base")).unwrap();
-    let weights = |run: &tinygpt_train::LoadedRun| {
-        run.load_model::<NdArray<f32>>(&Default::default())
-            .unwrap()
-            .token_embedding
-            .weight
-            .val()
-    };
-    let moved: f32 = (weights(&tuned) - weights(&base)).abs().max().into_scalar();
+    let moved = max_difference(&token_embedding(&tuned), &token_embedding(&base));
     assert!(moved > 0.0 && moved < 1e-3, "{moved}");
 
     // Another architecture than the run's is refused, and so is a longer context.

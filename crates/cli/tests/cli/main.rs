@@ -1,0 +1,7 @@
+//! The real `tinygpt` binary, started as a user would: one module per subject, in one test
+//! binary.
+
+mod commands;
+mod common;
+mod devices;
+mod gpt2;
