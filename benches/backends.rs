@@ -127,7 +127,7 @@ fn generation(c: &mut Criterion) {
 fn attention(c: &mut Criterion) {
     tinygpt::keep_freed_memory();
     use burn::nn::DropoutConfig;
-    use tinygpt_layers::attention::plain_causal_attention;
+    use tinygpt_layers::attention::{plain_causal_attention, Heads};
     type B = burn::backend::Autodiff<burn::backend::Flex>;
     let device = Default::default();
     let mut group = c.benchmark_group("attention_forward_backward");
@@ -147,10 +147,10 @@ fn attention(c: &mut Criterion) {
             group.bench_function(format!("{name}/{path}/flex"), |b| {
                 b.iter(|| {
                     let out = if fused {
-                        tinygpt_kernels::attention(qkv.clone(), heads, &dropout)
+                        tinygpt_kernels::attention(qkv.clone(), heads, heads, &dropout)
                             .unwrap_or_else(|_| panic!("flex runs the fused kernel"))
                     } else {
-                        plain_causal_attention(qkv.clone(), heads, &dropout, None)
+                        plain_causal_attention(qkv.clone(), Heads::multi(heads), &dropout, None)
                     };
                     out.sum().backward()
                 })

@@ -52,6 +52,8 @@ fn expected_params(name: &str) -> Option<usize> {
         "multihead" => 7_553,
         "feedforward" => 8_609,
         "transformer" => 42_369,
+        // 65 x 32 embedding, 3 Llama blocks of 12,608, the final RMSNorm, a 32 x 65 head.
+        "llama_char" => 42_016,
         // nanoGPT's CPU shape with gpt.py's blocks: 4 x 198,272 + embeddings, ln_f and lm_head.
         "nanogpt_cpu" | "nanogpt_cpu_recipe" => 816_705,
         "gpt" | "nanogpt_shakespeare_char" => 10_788_929,
@@ -120,6 +122,7 @@ fn every_config_builds_with_the_stated_parameter_count() {
             "gpt",
             "gpt2",
             "head",
+            "llama_char",
             "multihead",
             "nanogpt_cpu",
             "nanogpt_cpu_recipe",
@@ -147,7 +150,7 @@ fn config_errors_are_caught_before_training() {
     assert!(err.contains("colour"), "{err}");
 
     let err = config_error(&format!(
-        "(model: (n_embd: 32, block_size: 8, layers: [Attention(n_head: 4)]), {TRAINING})"
+        "(model: (n_embd: 32, block_size: 8, layers: [Conv1d(kernel: 4)]), {TRAINING})"
     ));
     for name in tinygpt_model::REGISTERED_LAYERS {
         assert!(err.contains(name), "unknown layer lists {name}: {err}");

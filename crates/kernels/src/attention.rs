@@ -1,6 +1,8 @@
 //! Causal self-attention as one kernel on host memory: forward and backward for every
-//! (batch, head) pair in parallel, straight from the fused `[batch, time, 3 * width]` projection to
-//! the `[batch, time, width]` output, and back.
+//! (batch, head) pair in parallel, straight from the fused `[batch, time, qkv width]` projection
+//! to the `[batch, time, width]` output, and back. With grouped-query attention (`kv_heads <
+//! heads`, as Llama-family models have) consecutive groups of `heads / kv_heads` query heads share
+//! one key and value head.
 //!
 //! Written as tensor ops, attention is about a dozen operations (split the heads, scale, mask,
 //! softmax, dropout, two batched matmuls, merge the heads) and twice that many in the backward
@@ -17,19 +19,48 @@ use rayon::prelude::*;
 pub struct AttentionDims {
     pub batch: usize,
     pub time: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: `heads` (multi-head attention) or a divisor of it (grouped-query).
+    pub kv_heads: usize,
     pub head_size: usize,
 }
 
 impl AttentionDims {
-    /// `heads * head_size`: the output width.
+    /// Multi-head attention: as many key and value heads as query heads.
+    pub const fn multi_head(batch: usize, time: usize, heads: usize, head_size: usize) -> Self {
+        Self {
+            batch,
+            time,
+            heads,
+            kv_heads: heads,
+            head_size,
+        }
+    }
+
+    /// `heads * head_size`: the queries' width, and the output's.
     pub fn width(&self) -> usize {
         self.heads * self.head_size
     }
 
-    /// Elements of the `[batch, time, 3 * width]` projection.
+    /// `kv_heads * head_size`: the keys' width, and the values'.
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_size
+    }
+
+    /// A row of the projection: queries, then keys, then values.
+    pub fn qkv_width(&self) -> usize {
+        self.width() + 2 * self.kv_width()
+    }
+
+    /// Query heads per key and value head.
+    pub fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// Elements of the `[batch, time, qkv_width]` projection.
     pub fn qkv_len(&self) -> usize {
-        self.batch * self.time * 3 * self.width()
+        self.batch * self.time * self.qkv_width()
     }
 
     /// Elements of the `[batch, time, width]` output.
@@ -92,7 +123,8 @@ pub fn forward(
     dropout: Option<WeightDropout>,
     keep_weights: bool,
 ) -> Forward {
-    assert_eq!(qkv.len(), dims.qkv_len(), "qkv is [batch, time, 3 * width]");
+    assert_eq!(qkv.len(), dims.qkv_len(), "qkv is [batch, time, qkv_width]");
+    assert!(dims.kv_heads > 0 && dims.heads.is_multiple_of(dims.kv_heads));
     let t = dims.time;
     let mut out = vec![0.0f32; dims.out_len()];
     let mut weights = keep_weights.then(|| vec![0.0f32; dims.weights_len()]);
@@ -136,6 +168,9 @@ pub fn forward(
 
 /// The gradient of [`forward`]'s output with respect to `qkv`, given `weights` from a forward
 /// pass with the same `qkv` and `dropout`, and the output's gradient `grad_out`.
+///
+/// One task per (batch, key/value head): the query heads of a group add into the same key and
+/// value gradients, so they run one after the other within their task.
 pub fn backward(
     qkv: &[f32],
     weights: &[f32],
@@ -143,7 +178,7 @@ pub fn backward(
     dims: AttentionDims,
     dropout: Option<WeightDropout>,
 ) -> Vec<f32> {
-    assert_eq!(qkv.len(), dims.qkv_len(), "qkv is [batch, time, 3 * width]");
+    assert_eq!(qkv.len(), dims.qkv_len(), "qkv is [batch, time, qkv_width]");
     assert_eq!(
         weights.len(),
         dims.weights_len(),
@@ -157,53 +192,65 @@ pub fn backward(
     let t = dims.time;
     let mut grad_qkv = vec![0.0f32; dims.qkv_len()];
     let grad_ptr = SharedMut(grad_qkv.as_mut_ptr());
-    for_each_head(
+    for_each_kv_head(
         dims,
         || (vec![0.0f32; t * t], vec![0.0f32; t * t], vec![0.0f32; t]),
-        |(grad_scores, dropped, mask_row), task| {
-            let probs = &weights[task * t * t..(task + 1) * t * t];
-            let view = HeadView::new(dims, task);
-            let grad_out = view.grad_out(grad_out);
-            let applied = match dropout {
-                None => probs,
-                Some(dropout) => {
-                    apply_dropout(&dropout, task, t, probs, dropped, mask_row);
-                    &dropped[..]
+        |(grad_scores, dropped, mask_row), kv_task| {
+            for member in 0..dims.group() {
+                // Query head `head` of batch `kv_task / kv_heads`.
+                let task = kv_task * dims.group() + member;
+                let accumulate = member > 0;
+                let probs = &weights[task * t * t..(task + 1) * t * t];
+                let view = HeadView::new(dims, task);
+                let grad_out = view.grad_out(grad_out);
+                let applied = match dropout {
+                    None => probs,
+                    Some(dropout) => {
+                        apply_dropout(&dropout, task, t, probs, dropped, mask_row);
+                        &dropped[..]
+                    }
+                };
+                let applied = Mat::new(applied.as_ptr().cast_mut(), t, t, t as isize, 1);
+                let grad_weights = square(grad_scores, t);
+                // SAFETY: as in `forward`; this task's query columns, and its group's key and
+                // value columns, of grad_qkv are written by no other task.
+                unsafe {
+                    // d(applied weights) = d(out) vᵀ; d(v) += applied weightsᵀ d(out).
+                    matmul(grad_weights, grad_out, view.v(qkv).t(), 1.0);
+                    matmul_into(
+                        view.grad_v(grad_ptr.get()),
+                        applied.t(),
+                        grad_out,
+                        1.0,
+                        accumulate,
+                    );
                 }
-            };
-            let applied = Mat::new(applied.as_ptr().cast_mut(), t, t, t as isize, 1);
-            let grad_weights = square(grad_scores, t);
-            // SAFETY: as in `forward`; this task's query, key and value columns of grad_qkv are
-            // written by no other task.
-            unsafe {
-                // d(applied weights) = d(out) vᵀ; d(v) = applied weightsᵀ d(out).
-                matmul(grad_weights, grad_out, view.v(qkv).t(), 1.0);
-                matmul(view.grad_v(grad_ptr.get()), applied.t(), grad_out, 1.0);
-            }
-            if let Some(dropout) = dropout {
-                for query in 0..t {
-                    let row = &mut grad_scores[query * t..=query * t + query];
-                    dropout.fill_row(task * t + query, &mut mask_row[..=query]);
-                    for (grad, factor) in row.iter_mut().zip(&mask_row[..=query]) {
-                        *grad *= factor;
+                if let Some(dropout) = dropout {
+                    for query in 0..t {
+                        let row = &mut grad_scores[query * t..=query * t + query];
+                        dropout.fill_row(task * t + query, &mut mask_row[..=query]);
+                        for (grad, factor) in row.iter_mut().zip(&mask_row[..=query]) {
+                            *grad *= factor;
+                        }
                     }
                 }
-            }
-            simd::softmax_backward_rows(probs, grad_scores, t, true);
-            let grad_scores = square(grad_scores, t);
-            unsafe {
-                matmul(
-                    view.grad_q(grad_ptr.get()),
-                    grad_scores,
-                    view.k(qkv),
-                    dims.scale(),
-                );
-                matmul(
-                    view.grad_k(grad_ptr.get()),
-                    grad_scores.t(),
-                    view.q(qkv),
-                    dims.scale(),
-                );
+                simd::softmax_backward_rows(probs, grad_scores, t, true);
+                let grad_scores = square(grad_scores, t);
+                unsafe {
+                    matmul(
+                        view.grad_q(grad_ptr.get()),
+                        grad_scores,
+                        view.k(qkv),
+                        dims.scale(),
+                    );
+                    matmul_into(
+                        view.grad_k(grad_ptr.get()),
+                        grad_scores.t(),
+                        view.q(qkv),
+                        dims.scale(),
+                        accumulate,
+                    );
+                }
             }
         },
     );
@@ -240,8 +287,38 @@ fn for_each_head<S>(
     scratch: impl Fn() -> S + Send + Sync,
     task: impl Fn(&mut S, usize) + Send + Sync,
 ) {
-    let tasks = dims.batch * dims.heads;
-    if tasks * dims.time * dims.time * dims.head_size < PARALLEL_MIN_WORK {
+    for_each_task(dims.batch * dims.heads, dims, scratch, task)
+}
+
+/// [`for_each_head`] over (batch, key/value head) pairs: task `i` is batch `i / kv_heads`'s key
+/// and value head `i % kv_heads`, whose query heads are `group() * (i % kv_heads)..` onwards.
+fn for_each_kv_head<S>(
+    dims: AttentionDims,
+    scratch: impl Fn() -> S + Send + Sync,
+    task: impl Fn(&mut S, usize) + Send + Sync,
+) {
+    let group = dims.group();
+    let work = dims.time * dims.time * dims.head_size * group;
+    for_each_task_of(dims.batch * dims.kv_heads, work, scratch, task)
+}
+
+fn for_each_task<S>(
+    tasks: usize,
+    dims: AttentionDims,
+    scratch: impl Fn() -> S + Send + Sync,
+    task: impl Fn(&mut S, usize) + Send + Sync,
+) {
+    for_each_task_of(tasks, dims.time * dims.time * dims.head_size, scratch, task)
+}
+
+/// `tasks` tasks of `work` multiply-adds each.
+fn for_each_task_of<S>(
+    tasks: usize,
+    work: usize,
+    scratch: impl Fn() -> S + Send + Sync,
+    task: impl Fn(&mut S, usize) + Send + Sync,
+) {
+    if tasks * work < PARALLEL_MIN_WORK {
         let mut scratch = scratch();
         (0..tasks).for_each(|i| task(&mut scratch, i));
     } else {
@@ -308,6 +385,14 @@ impl Mat {
 /// # Safety
 /// Each view must describe memory valid for its extent; `dst` must not overlap the inputs.
 unsafe fn matmul(dst: Mat, lhs: Mat, rhs: Mat, scale: f32) {
+    unsafe { matmul_into(dst, lhs, rhs, scale, false) }
+}
+
+/// `dst = scale * lhs · rhs`, or `dst += scale * lhs · rhs` when `accumulate`.
+///
+/// # Safety
+/// As [`matmul`].
+unsafe fn matmul_into(dst: Mat, lhs: Mat, rhs: Mat, scale: f32, accumulate: bool) {
     debug_assert_eq!((dst.rows, dst.cols), (lhs.rows, rhs.cols));
     debug_assert_eq!(lhs.cols, rhs.rows);
     gemm::gemm(
@@ -317,14 +402,14 @@ unsafe fn matmul(dst: Mat, lhs: Mat, rhs: Mat, scale: f32) {
         dst.ptr,
         dst.col_stride,
         dst.row_stride,
-        false,
+        accumulate,
         lhs.ptr,
         lhs.col_stride,
         lhs.row_stride,
         rhs.ptr,
         rhs.col_stride,
         rhs.row_stride,
-        0.0,
+        if accumulate { 1.0 } else { 0.0 },
         scale,
         false,
         false,
@@ -334,8 +419,9 @@ unsafe fn matmul(dst: Mat, lhs: Mat, rhs: Mat, scale: f32) {
 }
 
 /// Where one (batch, head) task's operands live: its queries, keys and values are `time x
-/// head_size` column blocks of the `[batch, time, 3 * width]` projection (row stride `3 *
-/// width`), its output a column block of `[batch, time, width]`.
+/// head_size` column blocks of the `[batch, time, qkv_width]` projection (row stride
+/// `qkv_width`; the keys and values of its group's head), its output a column block of `[batch,
+/// time, width]`.
 struct HeadView {
     dims: AttentionDims,
     batch: usize,
@@ -351,16 +437,22 @@ impl HeadView {
         }
     }
 
-    /// Block `part` (0 query, 1 key, 2 value) of this head in a `[batch, time, 3 * width]` buffer.
+    /// Block `part` (0 query, 1 key, 2 value) of this head in a `[batch, time, qkv_width]`
+    /// buffer.
     fn qkv_block(&self, base: *const f32, part: usize) -> Mat {
-        let (t, w, d) = (self.dims.time, self.dims.width(), self.dims.head_size);
-        let offset = self.batch * t * 3 * w + part * w + self.head * d;
+        let dims = &self.dims;
+        let (t, row, d) = (dims.time, dims.qkv_width(), dims.head_size);
+        let column = match part {
+            0 => self.head * d,
+            _ => dims.width() + (part - 1) * dims.kv_width() + self.head / dims.group() * d,
+        };
+        let offset = self.batch * t * row + column;
         // SAFETY (of the `add`): offset < qkv_len for a valid task.
         Mat::new(
             unsafe { base.add(offset) } as *mut f32,
             t,
             d,
-            3 * w as isize,
+            row as isize,
             1,
         )
     }
@@ -412,15 +504,17 @@ mod tests {
     /// Attention of one head computed the textbook way, in f64.
     fn reference(qkv: &[f32], dims: AttentionDims, mask: Option<&[f32]>) -> Vec<f64> {
         let (t, w, d) = (dims.time, dims.width(), dims.head_size);
-        let at = |b: usize, i: usize, col: usize| qkv[b * t * 3 * w + i * 3 * w + col] as f64;
+        let (row, kv) = (dims.qkv_width(), dims.kv_width());
+        let at = |b: usize, i: usize, col: usize| qkv[b * t * row + i * row + col] as f64;
         let mut out = vec![0.0; dims.out_len()];
         for b in 0..dims.batch {
             for h in 0..dims.heads {
                 for i in 0..t {
+                    let g = h / dims.group();
                     let scores: Vec<f64> = (0..=i)
                         .map(|j| {
                             (0..d)
-                                .map(|c| at(b, i, h * d + c) * at(b, j, w + h * d + c))
+                                .map(|c| at(b, i, h * d + c) * at(b, j, w + g * d + c))
                                 .sum::<f64>()
                                 / (d as f64).sqrt()
                         })
@@ -434,7 +528,7 @@ mod tests {
                                 let factor = mask.map_or(1.0, |m| {
                                     m[((b * dims.heads + h) * t + i) * t + j] as f64
                                 });
-                                exps[j] / sum * factor * at(b, j, 2 * w + h * d + c)
+                                exps[j] / sum * factor * at(b, j, w + kv + g * d + c)
                             })
                             .sum();
                     }
@@ -453,11 +547,14 @@ mod tests {
             .collect()
     }
 
-    const DIMS: AttentionDims = AttentionDims {
+    const DIMS: AttentionDims = AttentionDims::multi_head(2, 7, 3, 5);
+    /// Grouped-query: 6 query heads in 2 groups of 3.
+    const GQA: AttentionDims = AttentionDims {
         batch: 2,
-        time: 7,
-        heads: 3,
-        head_size: 5,
+        time: 6,
+        heads: 6,
+        kv_heads: 2,
+        head_size: 4,
     };
 
     #[test]
@@ -466,16 +563,18 @@ mod tests {
     }
 
     fn forward_matches_the_textbook_formula_here() {
-        let qkv = pseudo_random(DIMS.qkv_len(), 1);
         let dropout = WeightDropout {
             seed: 9,
             keep: 0.75,
         };
-        for (dropout, mask) in [(None, None), (Some(dropout), Some(dropout.mask(DIMS)))] {
-            let fast = forward(&qkv, DIMS, dropout, true).out;
-            let slow = reference(&qkv, DIMS, mask.as_deref());
-            for (a, b) in fast.iter().zip(&slow) {
-                assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+        for dims in [DIMS, GQA] {
+            let qkv = pseudo_random(dims.qkv_len(), 1);
+            for (dropout, mask) in [(None, None), (Some(dropout), Some(dropout.mask(dims)))] {
+                let fast = forward(&qkv, dims, dropout, true).out;
+                let slow = reference(&qkv, dims, mask.as_deref());
+                for (a, b) in fast.iter().zip(&slow) {
+                    assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+                }
             }
         }
     }
@@ -486,16 +585,19 @@ mod tests {
     }
 
     fn backward_matches_finite_differences_here() {
-        let dims = AttentionDims {
-            batch: 1,
-            time: 4,
-            heads: 2,
-            head_size: 3,
+        let multi_head = AttentionDims::multi_head(1, 4, 2, 3);
+        let grouped = AttentionDims {
+            heads: 4,
+            kv_heads: 2,
+            ..multi_head
         };
-        let qkv = pseudo_random(dims.qkv_len(), 2);
-        let grad_out = pseudo_random(dims.out_len(), 3);
         let dropout = Some(WeightDropout { seed: 4, keep: 0.7 });
-        for dropout in [None, dropout] {
+        for (dims, dropout) in [multi_head, grouped]
+            .into_iter()
+            .flat_map(|dims| [(dims, None), (dims, dropout)])
+        {
+            let qkv = pseudo_random(dims.qkv_len(), 2);
+            let grad_out = pseudo_random(dims.out_len(), 3);
             let mask = dropout.map(|d| d.mask(dims));
             let weights = forward(&qkv, dims, dropout, true).weights.unwrap();
             let grad = backward(&qkv, &weights, &grad_out, dims, dropout);

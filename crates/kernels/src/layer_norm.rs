@@ -1,6 +1,15 @@
 //! Layer normalisation of rows, and its gradient, on plain slices: one pass for each row's
 //! statistics and output, one for the gradient, where the tensor-op formulation is ten
-//! operations each way, each allocating a tensor the size of the input.
+//! operations each way, each allocating a tensor the size of the input. The same kernel without
+//! the centring is RMSNorm (Llama's): `x / sqrt(mean(x²) + ε) · γ`.
+
+/// Which normalisation: LayerNorm (centre, then scale to unit variance) or RMSNorm (scale to unit
+/// root mean square, no centring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    Layer,
+    Rms,
+}
 
 use crate::simd;
 
@@ -14,14 +23,15 @@ pub struct Normalized {
     pub inverse_std: Vec<f32>,
 }
 
-/// Normalises each `dim`-long row of `x` (biased variance, as PyTorch and Burn), then scales by
-/// `gamma` and shifts by `beta`.
+/// Normalises each `dim`-long row of `x` (biased variance, as PyTorch and Burn; or its root mean
+/// square for [`Norm::Rms`]), then scales by `gamma` and shifts by `beta`.
 pub fn forward(
     x: &[f32],
     gamma: &[f32],
     beta: Option<&[f32]>,
     dim: usize,
     epsilon: f64,
+    norm: Norm,
 ) -> Normalized {
     let rows = x.len() / dim;
     let mut result = Normalized {
@@ -29,7 +39,15 @@ pub fn forward(
         normalized: vec![0.0f32; x.len()],
         inverse_std: vec![0.0f32; rows],
     };
-    forward_rows(x, gamma, beta, dim, epsilon as f32, &mut result);
+    forward_rows(
+        x,
+        gamma,
+        beta,
+        dim,
+        epsilon as f32,
+        norm == Norm::Layer,
+        &mut result,
+    );
     result
 }
 
@@ -42,6 +60,7 @@ crate::dispatched! {
         beta: Option<&[f32]>,
         dim: usize,
         epsilon: f32,
+        center: bool,
         result: &mut Normalized
     ) -> () {
         let n = dim as f32;
@@ -51,7 +70,7 @@ crate::dispatched! {
             .zip(result.normalized.chunks_mut(dim))
             .zip(result.inverse_std.iter_mut())
         {
-            let mean = simd::row_sum(row) / n;
+            let mean = if center { simd::row_sum(row) / n } else { 0.0 };
             for (h, &v) in xhat.iter_mut().zip(row) {
                 *h = v - mean;
             }
@@ -78,20 +97,30 @@ crate::dispatched! {
 
 /// `(d x, d gamma, d beta)` from the output's gradient `grad_out`:
 /// `dx = (dx̂ − mean(dx̂) − x̂ · mean(dx̂ · x̂)) / std` with `dx̂ = dy · γ`, `dγ = Σ dy · x̂`,
-/// `dβ = Σ dy` over the rows.
+/// `dβ = Σ dy` over the rows; for [`Norm::Rms`] without the `mean(dx̂)` term.
 pub fn backward(
     normalized: &[f32],
     inverse_std: &[f32],
     gamma: &[f32],
     grad_out: &[f32],
     dim: usize,
+    norm: Norm,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut grads = (
         vec![0.0f32; normalized.len()],
         vec![0.0f32; dim],
         vec![0.0f32; dim],
     );
-    backward_rows(normalized, inverse_std, gamma, grad_out, dim, &mut grads);
+    let center = norm == Norm::Layer;
+    backward_rows(
+        normalized,
+        inverse_std,
+        gamma,
+        grad_out,
+        dim,
+        center,
+        &mut grads,
+    );
     grads
 }
 
@@ -103,6 +132,7 @@ crate::dispatched! {
         gamma: &[f32],
         grad_out: &[f32],
         dim: usize,
+        center: bool,
         grads: &mut (Vec<f32>, Vec<f32>, Vec<f32>)
     ) -> () {
         let n = dim as f32;
@@ -124,7 +154,7 @@ crate::dispatched! {
                 *gb += d;
                 *g = d * gamma;
             }
-            let mean_g = simd::row_sum(&grad_xhat) / n;
+            let mean_g = if center { simd::row_sum(&grad_xhat) / n } else { 0.0 };
             let mean_gh = simd::row_dot(&grad_xhat, xhat) / n;
             for ((dx, &g), &h) in dx.iter_mut().zip(&grad_xhat).zip(xhat) {
                 *dx = (g - mean_g - h * mean_gh) * inv;
@@ -146,17 +176,19 @@ mod tests {
         beta: &[f32],
         dy: &[f32],
         dim: usize,
+        norm: Norm,
     ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let center = if norm == Norm::Layer { 1.0 } else { 0.0 };
         let (mut out, mut dx) = (Vec::new(), Vec::new());
         let (mut dgamma, mut dbeta) = (vec![0.0; dim], vec![0.0; dim]);
         for (row, dy) in x.chunks(dim).zip(dy.chunks(dim)) {
             let n = dim as f64;
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let mean = center * row.iter().map(|&v| v as f64).sum::<f64>() / n;
             let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
             let inv = 1.0 / (var + 1e-5).sqrt();
             let xhat: Vec<f64> = row.iter().map(|&v| (v as f64 - mean) * inv).collect();
             let g: Vec<f64> = (0..dim).map(|j| dy[j] as f64 * gamma[j] as f64).collect();
-            let mean_g = g.iter().sum::<f64>() / n;
+            let mean_g = center * g.iter().sum::<f64>() / n;
             let mean_gh = g.iter().zip(&xhat).map(|(g, h)| g * h).sum::<f64>() / n;
             for j in 0..dim {
                 out.push(xhat[j] * gamma[j] as f64 + beta[j] as f64);
@@ -178,18 +210,21 @@ mod tests {
     #[test]
     fn matches_the_definition_with_the_same_bits_at_every_level() {
         // Widths below, at and above the 16 lanes, with a remainder.
-        for dim in [5, 16, 37, 128] {
+        for (dim, norm) in [5, 16, 37, 128]
+            .into_iter()
+            .flat_map(|dim| [(dim, Norm::Layer), (dim, Norm::Rms)])
+        {
             let rows = 6;
             let value = |i: usize, k: f32| ((i as f32 * k).sin() * 3.0) + 0.5;
             let x: Vec<f32> = (0..rows * dim).map(|i| value(i, 0.37)).collect();
             let dy: Vec<f32> = (0..rows * dim).map(|i| value(i, 0.11)).collect();
             let gamma: Vec<f32> = (0..dim).map(|i| 1.0 + value(i, 0.7) * 0.1).collect();
             let beta: Vec<f32> = (0..dim).map(|i| value(i, 0.3) * 0.1).collect();
-            let (out, dx, dgamma, dbeta) = reference(&x, &gamma, &beta, &dy, dim);
+            let (out, dx, dgamma, dbeta) = reference(&x, &gamma, &beta, &dy, dim, norm);
             let mut runs = Vec::new();
             at_every_simd_level(|level| {
-                let f = forward(&x, &gamma, Some(&beta), dim, 1e-5);
-                let (gx, gg, gb) = backward(&f.normalized, &f.inverse_std, &gamma, &dy, dim);
+                let f = forward(&x, &gamma, Some(&beta), dim, 1e-5, norm);
+                let (gx, gg, gb) = backward(&f.normalized, &f.inverse_std, &gamma, &dy, dim, norm);
                 close(&f.out, &out, 1e-5, "output");
                 close(&gx, &dx, 1e-4, "input gradient");
                 close(&gg, &dgamma, 1e-4, "gamma gradient");

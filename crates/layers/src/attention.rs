@@ -40,8 +40,9 @@ pub fn causal_attention<B: Backend>(
     tinygpt_kernels::dropout(dropout, weights).matmul(v)
 }
 
-/// The keys and values of the positions an attention layer has seen, `[batch, heads, time,
-/// head_size]`, so generation feeds only the newest token instead of the whole context.
+/// The keys and values of the positions an attention layer has seen, `[batch, kv_heads, time,
+/// head_size]` (only the key and value heads: a grouped-query layer caches `kv_heads`, not
+/// `heads`), so generation feeds only the newest token instead of the whole context.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     pub keys: Tensor<B, 4>,
@@ -59,21 +60,46 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
-/// Causal self-attention from a fused projection: `qkv` is `[batch, time, 3 * heads * head_size]`
-/// holding queries, keys and values side by side; returns `[batch, time, heads * head_size]`.
-/// With a `cache`, the new keys and values are appended to it and the queries attend to all.
+/// How many query heads, and how many key and value heads they share (`kv_heads` divides
+/// `heads`; equal for multi-head attention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+impl Heads {
+    /// Multi-head attention: a key and value head for each query head.
+    pub fn multi(heads: usize) -> Self {
+        Self {
+            heads,
+            kv_heads: heads,
+        }
+    }
+
+    /// Columns of the `[.., (heads + 2 * kv_heads) * head_size]` projection per head size.
+    pub fn columns(&self) -> usize {
+        self.heads + 2 * self.kv_heads
+    }
+}
+
+/// Causal self-attention from a fused projection: `qkv` is `[batch, time, (heads + 2 * kv_heads) *
+/// head_size]` holding queries, keys and values side by side; returns `[batch, time, heads *
+/// head_size]`. With a `cache`, the new keys and values are appended to it and the queries attend
+/// to all.
 ///
 /// One fused projection rather than three also keeps training reproducible: autodiff sums the
 /// gradients of a tensor's consumers in varying order, which is exact for two but not for three.
 pub fn fused_causal_attention<B: Backend>(
     qkv: Tensor<B, 3>,
-    heads: usize,
+    heads: Heads,
     dropout: &Dropout,
     cache: Option<&mut Option<KvCache<B>>>,
 ) -> Tensor<B, 3> {
+    let Heads { heads: h, kv_heads } = heads;
     let qkv = match cache {
         // Without a cache, the CPU backends run one fused kernel (forward and backward).
-        None => match tinygpt_kernels::attention(qkv, heads, dropout) {
+        None => match tinygpt_kernels::attention(qkv, h, kv_heads, dropout) {
             Ok(out) => return out,
             Err(qkv) => qkv,
         },
@@ -81,10 +107,11 @@ pub fn fused_causal_attention<B: Backend>(
         // the kernel computes it, and only its keys and values are kept.
         Some(slot) if slot.is_none() => {
             let [batch, time, width] = qkv.dims();
-            let kv = qkv.clone().slice([0..batch, 0..time, width / 3..width]);
-            match tinygpt_kernels::attention(qkv, heads, dropout) {
+            let query_width = width / heads.columns() * h;
+            let kv = qkv.clone().slice([0..batch, 0..time, query_width..width]);
+            match tinygpt_kernels::attention(qkv, h, kv_heads, dropout) {
                 Ok(out) => {
-                    let mut parts = kv.chunk(2, 2).into_iter().map(|p| split_heads(p, heads));
+                    let mut parts = kv.chunk(2, 2).into_iter().map(|p| split_heads(p, kv_heads));
                     if let (Some(keys), Some(values)) = (parts.next(), parts.next()) {
                         *slot = Some(KvCache { keys, values });
                     }
@@ -101,18 +128,17 @@ pub fn fused_causal_attention<B: Backend>(
 /// [`fused_causal_attention`] as tensor ops, on every backend.
 pub fn plain_causal_attention<B: Backend>(
     qkv: Tensor<B, 3>,
-    heads: usize,
+    heads: Heads,
     dropout: &Dropout,
     cache: Option<&mut Option<KvCache<B>>>,
 ) -> Tensor<B, 3> {
-    let mut parts = qkv
-        .chunk(3, 2)
-        .into_iter()
-        .map(|part| split_heads(part, heads));
-    let (q, k, v) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(q), Some(k), Some(v)) => (q, k, v),
-        _ => unreachable!("chunk(3) of a width divisible by 3 gives three parts"),
-    };
+    let [batch, time, width] = qkv.dims();
+    let head_size = width / heads.columns();
+    let (query_width, kv_width) = (heads.heads * head_size, heads.kv_heads * head_size);
+    let part = |from: usize, to: usize| qkv.clone().slice([0..batch, 0..time, from..to]);
+    let q = split_heads(part(0, query_width), heads.heads);
+    let k = split_heads(part(query_width, query_width + kv_width), heads.kv_heads);
+    let v = split_heads(part(query_width + kv_width, width), heads.kv_heads);
     let (k, v) = match cache {
         None => (k, v),
         Some(cache) => {
@@ -130,9 +156,26 @@ pub fn plain_causal_attention<B: Backend>(
             (k, v)
         }
     };
-    merge_heads(causal_attention(q, k, v, dropout))
+    let group = heads.heads / heads.kv_heads;
+    merge_heads(causal_attention(
+        q,
+        repeat_kv(k, group),
+        repeat_kv(v, group),
+        dropout,
+    ))
 }
 
+/// `[batch, kv_heads, time, head_size]` -> `[batch, kv_heads * group, time, head_size]`, each key
+/// or value head repeated for the `group` query heads that share it (Hugging Face's `repeat_kv`).
+pub fn repeat_kv<B: Backend>(x: Tensor<B, 4>, group: usize) -> Tensor<B, 4> {
+    if group == 1 {
+        return x;
+    }
+    let [batch, kv_heads, time, head_size] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([batch, kv_heads, group, time, head_size])
+        .reshape([batch, kv_heads * group, time, head_size])
+}
 /// `[batch, time, heads * head_size]` -> `[batch, heads, time, head_size]`.
 pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     let [batch, time, width] = x.dims();

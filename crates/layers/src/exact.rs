@@ -52,3 +52,15 @@ pub fn layer_norm<B: Backend, const D: usize>(
         None => scaled,
     }
 }
+
+/// RMSNorm over the last dimension, `x / sqrt(mean(x²) + epsilon) * weight` (Llama's), with the
+/// division through [`reciprocal`].
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    let last = D - 1;
+    let mean_square = (x.clone() * x.clone()).mean_dim(last);
+    x * reciprocal((mean_square + epsilon).sqrt()) * weight.unsqueeze::<D>()
+}

@@ -1,6 +1,6 @@
 //! `Head`: one head of causal self-attention, the tutorial's first attention layer.
 
-use crate::attention::{fused_causal_attention, KvCache};
+use crate::attention::{fused_causal_attention, Heads, KvCache};
 use crate::context::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::footprint::{attention_activations, linear_params, StepShape};
 use crate::linear::per_position;
@@ -76,12 +76,22 @@ pub struct Head<B: Backend> {
 impl<B: Backend> Head<B> {
     /// `[batch, time, d_input]` -> `[batch, time, head_size]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        fused_causal_attention(per_position(&self.qkv, x), 1, &self.dropout, None)
+        fused_causal_attention(
+            per_position(&self.qkv, x),
+            Heads::multi(1),
+            &self.dropout,
+            None,
+        )
     }
 
     /// [`Head::forward`] for the newest positions only, keys and values of earlier ones cached.
     pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut Option<KvCache<B>>) -> Tensor<B, 3> {
-        fused_causal_attention(per_position(&self.qkv, x), 1, &self.dropout, Some(cache))
+        fused_causal_attention(
+            per_position(&self.qkv, x),
+            Heads::multi(1),
+            &self.dropout,
+            Some(cache),
+        )
     }
 }
 

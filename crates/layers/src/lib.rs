@@ -1,5 +1,7 @@
 //! The Transformer's building blocks, generic over the Burn backend, and the registry that lets a
-//! RON config name them.
+//! RON config name them: the tutorial's (`Head`, `MultiHeadAttention`, `FeedForward`, `Block`,
+//! `LayerNorm`) and today's open models' (`RmsNorm`, grouped-query `Attention` with rotary
+//! positions, `SwiGlu`, `LlamaBlock`).
 //!
 //! Every layer maps `[batch, time, d_in]` to `[batch, time, d_out]` and lives in its own file as a
 //! Burn `XConfig` + `X<B>` pair, plus an `XSpec`: what a config file writes, resolved against the
@@ -19,8 +21,13 @@ pub mod head;
 pub mod init;
 pub mod layernorm;
 pub mod linear;
+pub mod llama_block;
 pub mod multihead;
 pub mod registry;
+pub mod rms_norm;
+pub mod rope;
+pub mod self_attention;
+pub mod swiglu;
 
 pub use activation::Activation;
 pub use attention::KvCache;
@@ -31,8 +38,13 @@ pub use footprint::StepShape;
 pub use head::{Head, HeadConfig, HeadSpec};
 pub use init::WeightInit;
 pub use layernorm::{LayerNorm, LayerNormConfig, LayerNormSpec};
+pub use llama_block::{LlamaBlock, LlamaBlockConfig, LlamaBlockSpec};
 pub use multihead::{MultiHeadAttention, MultiHeadAttentionConfig, MultiHeadAttentionSpec};
-pub use registry::{Layer, LayerConfig, LayerSpec, REGISTERED_LAYERS};
+pub use registry::{expand, Layer, LayerConfig, LayerSpec, RepeatSpec, REGISTERED_LAYERS};
+pub use rms_norm::{RmsNorm, RmsNormConfig, RmsNormSpec};
+pub use rope::{RopeScaling, RopeSpec};
+pub use self_attention::{Attention, AttentionConfig, AttentionSpec};
+pub use swiglu::{SwiGlu, SwiGluConfig, SwiGluSpec};
 
 #[cfg(test)]
 pub(crate) mod test_util {

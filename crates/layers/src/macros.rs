@@ -6,10 +6,12 @@ macro_rules! layer_registry {
         /// The names a config may use for a layer, in registration order.
         pub const REGISTERED_LAYERS: &[&str] = &[$(stringify!($name)),+];
 
-        /// A layer as a config file writes it: its registered name and its settings.
+        /// A layer as a config file writes it: its registered name and its settings; or
+        /// `Repeat(n: 30, layer: ...)`, that layer `n` times over (see [`expand`](crate::registry::expand)).
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         pub enum LayerSpec {
-            $($name($spec)),+
+            $($name($spec),)+
+            Repeat($crate::registry::RepeatSpec),
         }
 
         /// A layer's full, validated configuration.
@@ -28,14 +30,20 @@ macro_rules! layer_registry {
             /// The registered name.
             pub fn name(&self) -> &'static str {
                 match self {
-                    $(Self::$name(_) => stringify!($name)),+
+                    $(Self::$name(_) => stringify!($name),)+
+                    Self::Repeat(_) => "Repeat",
                 }
             }
 
-            /// Validates the settings for an input of width `d_input`.
+            /// Validates the settings for an input of width `d_input`. A `Repeat` is expanded
+            /// into its layers first ([`expand`](crate::registry::expand)).
             pub fn resolve(&self, ctx: &LayerContext, d_input: usize) -> Result<LayerConfig, LayerError> {
                 match self {
-                    $(Self::$name(spec) => spec.resolve(ctx, d_input).map(LayerConfig::$name)),+
+                    $(Self::$name(spec) => spec.resolve(ctx, d_input).map(LayerConfig::$name),)+
+                    Self::Repeat(_) => Err(LayerError::Invalid {
+                        layer: "Repeat",
+                        reason: "expand the stack before resolving its layers".into(),
+                    }),
                 }
             }
         }

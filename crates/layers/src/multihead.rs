@@ -1,6 +1,6 @@
 //! `MultiHeadAttention`: several causal attention heads in parallel, concatenated.
 
-use crate::attention::{fused_causal_attention, KvCache};
+use crate::attention::{fused_causal_attention, Heads, KvCache};
 use crate::context::{check_dropout, check_positive, LayerContext, LayerError};
 use crate::footprint::{attention_activations, linear_params, StepShape};
 use crate::linear::per_position;
@@ -167,7 +167,7 @@ impl<B: Backend> MultiHeadAttention<B> {
     fn attend(&self, x: Tensor<B, 3>, cache: Option<&mut Option<KvCache<B>>>) -> Tensor<B, 3> {
         let out = fused_causal_attention(
             per_position(&self.qkv, x),
-            self.n_head,
+            Heads::multi(self.n_head),
             &self.dropout,
             cache,
         );

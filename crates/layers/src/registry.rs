@@ -14,7 +14,9 @@
 #![allow(clippy::large_enum_variant)]
 
 use crate::context::{LayerContext, LayerError};
-use crate::{block, feedforward, head, layernorm, multihead};
+use crate::{
+    block, feedforward, head, layernorm, llama_block, multihead, rms_norm, self_attention, swiglu,
+};
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,42 @@ layer_registry! {
     FeedForward => feedforward::FeedForwardSpec, feedforward::FeedForwardConfig, feedforward::FeedForward,
     Block => block::BlockSpec, block::BlockConfig, block::Block,
     LayerNorm => layernorm::LayerNormSpec, layernorm::LayerNormConfig, layernorm::LayerNorm,
+    RmsNorm => rms_norm::RmsNormSpec, rms_norm::RmsNormConfig, rms_norm::RmsNorm,
+    Attention => self_attention::AttentionSpec, self_attention::AttentionConfig, self_attention::Attention,
+    SwiGlu => swiglu::SwiGluSpec, swiglu::SwiGluConfig, swiglu::SwiGlu,
+    LlamaBlock => llama_block::LlamaBlockSpec, llama_block::LlamaBlockConfig, llama_block::LlamaBlock,
+}
+
+/// `Repeat(n: 30, layer: LlamaBlock(...))`: one layer `n` times over, so a 30-layer model is not
+/// 30 lines. Each repetition is a layer of its own, with its own weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatSpec {
+    pub n: usize,
+    pub layer: Box<LayerSpec>,
+}
+
+/// The layer stack with every `Repeat` written out: the layers, in order, that get built.
+pub fn expand(specs: &[LayerSpec]) -> Result<Vec<LayerSpec>, LayerError> {
+    let mut layers = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match spec {
+            LayerSpec::Repeat(repeat) => {
+                if repeat.n == 0 {
+                    return Err(LayerError::Invalid {
+                        layer: "Repeat",
+                        reason: "n must be at least 1, got 0".into(),
+                    });
+                }
+                let inner = expand(std::slice::from_ref(&repeat.layer))?;
+                for _ in 0..repeat.n {
+                    layers.extend(inner.iter().cloned());
+                }
+            }
+            layer => layers.push(layer.clone()),
+        }
+    }
+    Ok(layers)
 }
 
 #[cfg(test)]
@@ -45,7 +83,8 @@ mod tests {
     fn configs_name_layers_by_registered_name() {
         let specs = parse(
             "[Head(head_size: 16), MultiHeadAttention(n_head: 4, projection: true), \
-             FeedForward(mult: 1, projection: false), Block(n_head: 2), LayerNorm()]",
+             FeedForward(mult: 1, projection: false), Block(n_head: 2), LayerNorm(), RmsNorm(), \
+             Attention(n_head: 4, n_kv_head: 2), SwiGlu(), LlamaBlock(n_head: 2)]",
         )
         .unwrap();
         let names: Vec<_> = specs.iter().map(LayerSpec::name).collect();
@@ -66,6 +105,39 @@ mod tests {
             assert_eq!(y.dims(), [2, 8, width]);
         }
         assert_eq!(width, 16);
+    }
+
+    #[test]
+    fn repeat_writes_the_layer_out_n_times() {
+        let specs = parse(
+            "[Repeat(n: 3, layer: LlamaBlock(n_head: 2)), Repeat(n: 2, layer: Repeat(n: 2, \
+             layer: RmsNorm())), LayerNorm()]",
+        )
+        .unwrap();
+        let names: Vec<_> = expand(&specs)
+            .unwrap()
+            .iter()
+            .map(LayerSpec::name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "LlamaBlock",
+                "LlamaBlock",
+                "LlamaBlock",
+                "RmsNorm",
+                "RmsNorm",
+                "RmsNorm",
+                "RmsNorm",
+                "LayerNorm"
+            ]
+        );
+        let zero = parse("[Repeat(n: 0, layer: RmsNorm())]").unwrap();
+        assert!(expand(&zero).unwrap_err().to_string().contains("n must be"));
+        assert!(
+            !REGISTERED_LAYERS.contains(&"Repeat"),
+            "Repeat is not a layer"
+        );
     }
 
     #[test]
@@ -94,6 +166,11 @@ mod tests {
             "[MultiHeadAttention(n_head: 0)]",
             "[Block(n_head: 4, dropout: 1.0)]",
             "[LayerNorm(epsilon: -1.0)]",
+            "[RmsNorm(epsilon: 0.0)]",
+            "[Attention(n_head: 4, n_kv_head: 3)]",
+            "[Attention(n_head: 3)]",
+            "[SwiGlu(hidden: 0)]",
+            "[LlamaBlock(n_head: 4, n_kv_head: 8)]",
         ] {
             let spec = &parse(text).unwrap()[0];
             assert!(spec.resolve(&ctx, 32).is_err(), "{text} should be rejected");

@@ -30,6 +30,9 @@ pub struct ModelSpec {
     /// GPT-2's: weight tying.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tie_embeddings: bool,
+    /// A bias on an untied lm_head (the tutorial's has one; Llama's does not).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub lm_head_bias: bool,
     /// Rows of the embedding and logits: the tokenizer's vocabulary by default; larger to pad it
     /// (nanoGPT pads GPT-2's 50,257 to 50,304) or to match a pretrained model's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +46,10 @@ pub struct ModelSpec {
 
 fn yes() -> bool {
     true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 fn pytorch_init() -> WeightInit {
@@ -112,6 +119,7 @@ pub struct ModelConfig {
     pub layers: Vec<ResolvedLayer>,
     pub lm_head: bool,
     pub tie_embeddings: bool,
+    pub lm_head_bias: bool,
     pub init: WeightInit,
 }
 
@@ -146,10 +154,14 @@ impl ModelSpec {
                 return Err(ModelError::InitStd(std));
             }
         }
-        let n_layer = self
-            .layers
+        let specs = tinygpt_layers::expand(&self.layers).map_err(|source| ModelError::Layer {
+            index: 0,
+            name: "Repeat",
+            source,
+        })?;
+        let n_layer = specs
             .iter()
-            .filter(|layer| matches!(layer, LayerSpec::Block(_)))
+            .filter(|layer| matches!(layer, LayerSpec::Block(_) | LayerSpec::LlamaBlock(_)))
             .count();
         let ctx = LayerContext {
             n_embd,
@@ -159,8 +171,8 @@ impl ModelSpec {
             residual_init: self.init.residual(n_layer),
         };
         let mut width = n_embd;
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for (index, spec) in self.layers.iter().enumerate() {
+        let mut layers = Vec::with_capacity(specs.len());
+        for (index, spec) in specs.iter().enumerate() {
             let config = spec
                 .resolve(&ctx, width)
                 .map_err(|source| ModelError::Layer {
@@ -193,6 +205,7 @@ impl ModelSpec {
             layers,
             lm_head: self.lm_head,
             tie_embeddings: self.tie_embeddings,
+            lm_head_bias: self.lm_head_bias,
             init: self.init,
         })
     }
@@ -222,7 +235,7 @@ impl ModelConfig {
                 .collect(),
             lm_head: (self.lm_head && !self.tie_embeddings).then(|| {
                 self.init
-                    .linear(self.d_final(), self.vocab_size, true, device)
+                    .linear(self.d_final(), self.vocab_size, self.lm_head_bias, device)
             }),
             tied_head: self.tie_embeddings,
             block_size: self.block_size,
@@ -262,9 +275,10 @@ impl ModelConfig {
             let (detail, params) = if self.tie_embeddings {
                 ("tied to token_embedding".to_string(), 0)
             } else {
+                let bias = if self.lm_head_bias { "" } else { ", no bias" };
                 (
-                    format!("Linear({}, {})", self.d_final(), self.vocab_size),
-                    linear_params(self.d_final(), self.vocab_size, true),
+                    format!("Linear({}, {}{bias})", self.d_final(), self.vocab_size),
+                    linear_params(self.d_final(), self.vocab_size, self.lm_head_bias),
                 )
             };
             rows.push(LayerSummary {

@@ -85,6 +85,10 @@ pub fn flops_per_token(config: &ModelConfig, parameters: usize) -> f64 {
             }
             LayerConfig::MultiHeadAttention(mha) => (mha.n_head * mha.head_size) as f64,
             LayerConfig::Head(head) => head.head_size as f64,
+            LayerConfig::LlamaBlock(block) => {
+                (block.attention.n_head * block.attention.head_size) as f64
+            }
+            LayerConfig::Attention(attention) => (attention.n_head * attention.head_size) as f64,
             _ => 0.0,
         })
         .sum();

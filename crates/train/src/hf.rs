@@ -223,6 +223,7 @@ impl HfGpt2Config {
             layers,
             lm_head: true,
             tie_embeddings: true,
+            lm_head_bias: true,
             vocab_size: Some(self.vocab_size),
             dropout,
             init: WeightInit::Gpt2 {

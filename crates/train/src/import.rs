@@ -31,6 +31,11 @@ pub enum ImportError {
         found: Vec<usize>,
         expected: Vec<usize>,
     },
+    #[error(
+        "layers[{0}] is not one of the tutorial's layers (Head, MultiHeadAttention, FeedForward, \
+         Block, LayerNorm), which are all the tutorial's PyTorch files hold"
+    )]
+    NotATutorialLayer(usize),
     #[error("tensor {name:?} has dtype {dtype}, expected {expected}")]
     Dtype {
         name: String,
@@ -190,6 +195,9 @@ pub fn import_model<B: Backend>(
                 )?;
             }
             Layer::LayerNorm(norm) => import_layer_norm(norm, tensors, &at, device)?,
+            Layer::RmsNorm(_) | Layer::Attention(_) | Layer::SwiGlu(_) | Layer::LlamaBlock(_) => {
+                return Err(ImportError::NotATutorialLayer(i));
+            }
         }
     }
     if let Some(lm_head) = &mut model.lm_head {

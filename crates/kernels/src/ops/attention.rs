@@ -12,19 +12,21 @@ use burn::nn::Dropout;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-/// Causal self-attention of `qkv` (`[batch, time, 3 * heads * head_size]`) through the fused
-/// kernel on the host backends, else `Err(qkv)` for the caller's plain path. Dropout on the
+/// Causal self-attention of `qkv` (`[batch, time, (heads + 2 * kv_heads) * head_size]`: queries,
+/// keys, values) through the fused kernel on the host backends, else `Err(qkv)` for the caller's
+/// plain path. Dropout on the
 /// weights is on in training (autodiff), as in Burn's module, its mask seeded from the backend's
 /// generator so `B::seed` stays in charge.
 pub fn attention<B: Backend>(
     qkv: Tensor<B, 3>,
     heads: usize,
+    kv_heads: usize,
     dropout: &Dropout,
 ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
     let Some(served) = host_backend::<B>() else {
         return Err(qkv);
     };
-    let Some(dims) = dims(&qkv, heads) else {
+    let Some(dims) = dims(&qkv, heads, kv_heads) else {
         return Err(qkv);
     };
     let dropout = |device: &B::Device| {
@@ -69,23 +71,29 @@ compiled_here! {
 pub fn attention_with_dropout<H: HostBackend>(
     qkv: Tensor<Autodiff<H>, 3>,
     heads: usize,
+    kv_heads: usize,
     dropout: Option<WeightDropout>,
 ) -> Tensor<Autodiff<H>, 3> {
-    let dims = dims(&qkv, heads).expect("an f32 qkv whose width is 3 * heads * head_size");
+    let dims = dims(&qkv, heads, kv_heads)
+        .expect("an f32 qkv whose width is (heads + 2 * kv_heads) * head_size");
     training::<H>(qkv, dims, dropout)
 }
 
 /// The kernel's view of `qkv`, when it can run it.
-fn dims<B: Backend>(qkv: &Tensor<B, 3>, heads: usize) -> Option<AttentionDims> {
-    let [batch, time, width3] = qkv.dims();
-    (qkv.dtype() == DType::F32 && heads > 0 && width3 % (3 * heads) == 0 && time > 0).then_some(
-        AttentionDims {
-            batch,
-            time,
-            heads,
-            head_size: width3 / (3 * heads),
-        },
-    )
+fn dims<B: Backend>(qkv: &Tensor<B, 3>, heads: usize, kv_heads: usize) -> Option<AttentionDims> {
+    let [batch, time, width] = qkv.dims();
+    let columns_per_size = heads + 2 * kv_heads;
+    let fits = kv_heads > 0
+        && heads.is_multiple_of(kv_heads)
+        && width.is_multiple_of(columns_per_size)
+        && time > 0;
+    (qkv.dtype() == DType::F32 && fits).then_some(AttentionDims {
+        batch,
+        time,
+        heads,
+        kv_heads,
+        head_size: width / columns_per_size,
+    })
 }
 
 /// `(output, weights if kept)` of the kernel's forward pass.
@@ -173,7 +181,7 @@ impl<H: HostBackend> Backward<H, 1> for FusedAttention {
         let d = saved.dims;
         grads.register::<H>(
             parent.id,
-            H::tensor(grad, &[d.batch, d.time, 3 * d.width()]),
+            H::tensor(grad, &[d.batch, d.time, d.qkv_width()]),
         );
     }
 }
@@ -187,7 +195,7 @@ mod tests {
     fn other_backends_get_the_tensor_back() {
         let no_dropout = DropoutConfig::new(0.0).init();
         let qkv = Tensor::<NdArray<f64>, 3>::zeros([1, 4, 6], &Default::default());
-        assert!(attention(qkv, 1, &no_dropout).is_err());
+        assert!(attention(qkv, 1, 1, &no_dropout).is_err());
     }
 
     #[test]
@@ -199,14 +207,14 @@ mod tests {
             let ones = Tensor::<Autodiff<H>, 3>::ones([1, 16, 6], &Default::default());
             let off_one =
                 |values: Vec<f32>| values.iter().filter(|v| (*v - 1.0).abs() > 1e-4).count();
-            let trained =
-                attention(ones.clone(), 1, &dropout).unwrap_or_else(|_| panic!("the kernel runs"));
+            let trained = attention(ones.clone(), 1, 1, &dropout)
+                .unwrap_or_else(|_| panic!("the kernel runs"));
             assert!(
                 off_one(trained.into_data().to_vec().unwrap()) > 0,
                 "training drops weights"
             );
-            let inferred =
-                attention(ones.inner(), 1, &dropout).unwrap_or_else(|_| panic!("the kernel runs"));
+            let inferred = attention(ones.inner(), 1, 1, &dropout)
+                .unwrap_or_else(|_| panic!("the kernel runs"));
             assert_eq!(
                 off_one(inferred.into_data().to_vec().unwrap()),
                 0,

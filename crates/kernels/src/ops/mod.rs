@@ -27,3 +27,5 @@ pub mod embedding;
 pub mod layer_norm;
 pub mod linear;
 mod record;
+pub mod rope;
+pub mod swiglu;
