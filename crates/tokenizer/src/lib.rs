@@ -1,13 +1,16 @@
-//! Tokenization: a [`Tokenizer`] trait with two kinds behind it, chosen in a config
+//! Tokenization: a [`Tokenizer`] trait with three kinds behind it, chosen in a config
 //! ([`TokenizerSpec`]): [`CharTokenizer`], whose vocabulary is the sorted set of distinct
-//! characters of the corpus it was fitted on (65 for Tiny Shakespeare), and [`Gpt2Tokenizer`],
-//! GPT-2's byte-level BPE (50,257 tokens). [`TextStream`] turns generated tokens into text without
-//! ever printing half a character.
+//! characters of the corpus it was fitted on (65 for Tiny Shakespeare), [`Gpt2Tokenizer`],
+//! GPT-2's byte-level BPE (50,257 tokens), and [`HfTokenizer`], a Hugging Face model's own
+//! `tokenizer.json`. [`TextStream`] turns generated tokens into text without ever printing half a
+//! character.
 
 mod gpt2;
+pub mod hugging_face;
 mod stream;
 
 pub use gpt2::{Gpt2Tokenizer, END_OF_TEXT, GPT2_VOCAB_SIZE};
+pub use hugging_face::{ChatMessage, HfTokenizer, HfTokenizerError, SpecialTokens};
 pub use stream::TextStream;
 
 use serde::{Deserialize, Serialize};
@@ -29,12 +32,21 @@ pub enum TokenizerError {
     UnknownToken { id: usize, vocab_size: usize },
     #[error("cannot fit a vocabulary on an empty text")]
     EmptyCorpus,
+    #[error("the tokenizer failed: {0}")]
+    Encode(String),
+    #[error("{0}")]
+    Chat(String),
 }
 
 /// Maps text to token ids and back.
 pub trait Tokenizer {
     fn vocab_size(&self) -> usize;
     fn encode(&self, text: &str) -> Result<Vec<usize>, TokenizerError>;
+    /// A prompt's tokens, with whatever special tokens the model expects around a text (a
+    /// beginning-of-sequence token for some); the same as [`Tokenizer::encode`] by default.
+    fn encode_prompt(&self, text: &str) -> Result<Vec<usize>, TokenizerError> {
+        self.encode(text)
+    }
     /// The text of `ids`; a byte-level tokenizer replaces bytes that are not valid UTF-8 (a
     /// character cut between tokens) by U+FFFD.
     fn decode(&self, ids: &[usize]) -> Result<String, TokenizerError>;
@@ -52,6 +64,9 @@ pub enum TokenizerSpec {
     Char,
     /// GPT-2's byte-level BPE, 50,257 tokens.
     Gpt2,
+    /// The tokenizer of the model `training.init_from` names: its `tokenizer.json` for a Hugging
+    /// Face directory (GPT-2's BPE for a GPT-2 one), the run's own for a tinygpt run.
+    Pretrained,
 }
 
 /// Either tokenizer, as a run stores it (checkpoints keep the character vocabulary; GPT-2's is
@@ -61,38 +76,52 @@ pub enum TokenizerSpec {
 pub enum AnyTokenizer {
     Char(CharTokenizer),
     Gpt2(Gpt2Tokenizer),
+    HuggingFace(HfTokenizer),
 }
 
 impl AnyTokenizer {
-    /// The tokenizer `spec` names for `corpus` (which a character vocabulary is fitted on).
-    pub fn for_corpus(spec: TokenizerSpec, corpus: &str) -> Result<Self, TokenizerError> {
+    /// The tokenizer `spec` names for `corpus` (which a character vocabulary is fitted on);
+    /// `None` for [`TokenizerSpec::Pretrained`], whose tokenizer comes with the model.
+    pub fn for_corpus(spec: TokenizerSpec, corpus: &str) -> Result<Option<Self>, TokenizerError> {
         Ok(match spec {
-            TokenizerSpec::Char => AnyTokenizer::Char(CharTokenizer::fit(corpus)?),
-            TokenizerSpec::Gpt2 => AnyTokenizer::Gpt2(Gpt2Tokenizer::new()),
+            TokenizerSpec::Char => Some(AnyTokenizer::Char(CharTokenizer::fit(corpus)?)),
+            TokenizerSpec::Gpt2 => Some(AnyTokenizer::Gpt2(Gpt2Tokenizer::new())),
+            TokenizerSpec::Pretrained => None,
         })
     }
 
-    pub fn spec(&self) -> TokenizerSpec {
-        match self {
-            AnyTokenizer::Char(_) => TokenizerSpec::Char,
-            AnyTokenizer::Gpt2(_) => TokenizerSpec::Gpt2,
-        }
-    }
-
-    /// Characters of `text` this tokenizer cannot encode, once each (none for byte-level BPE).
+    /// Characters of `text` this tokenizer cannot encode, once each (none for byte-level BPE and
+    /// for `tokenizer.json` files, which map anything else to their unknown token).
     pub fn unknown_chars(&self, text: &str) -> Vec<char> {
         match self {
             AnyTokenizer::Char(char) => char.unknown_chars(text),
-            AnyTokenizer::Gpt2(_) => Vec::new(),
+            AnyTokenizer::Gpt2(_) | AnyTokenizer::HuggingFace(_) => Vec::new(),
         }
     }
 
     /// What generation starts from when there is no prompt: a newline for a character model
-    /// (as the tutorial), `<|endoftext|>` for GPT-2 (as Hugging Face's `generate`).
+    /// (as the tutorial), `<|endoftext|>` for GPT-2, the model's beginning-of-sequence token (or
+    /// else its end token) for a Hugging Face tokenizer (as Hugging Face's `generate`).
     pub fn start_tokens(&self) -> Vec<usize> {
         match self {
             AnyTokenizer::Char(char) => char.encode("\n").unwrap_or_else(|_| vec![0]),
             AnyTokenizer::Gpt2(_) => vec![END_OF_TEXT],
+            AnyTokenizer::HuggingFace(hf) => {
+                let special = hf.special();
+                vec![special
+                    .bos_token_id
+                    .or(special.eos_token_ids.first().copied())
+                    .unwrap_or(0)]
+            }
+        }
+    }
+
+    /// The tokens that end a generation: a Hugging Face model's end-of-sequence tokens (none for
+    /// the character and GPT-2 tokenizers, whose generations run their full length).
+    pub fn end_tokens(&self) -> &[usize] {
+        match self {
+            AnyTokenizer::HuggingFace(hf) => &hf.special().eos_token_ids,
+            _ => &[],
         }
     }
 
@@ -101,6 +130,7 @@ impl AnyTokenizer {
         match self {
             AnyTokenizer::Char(char) => format!("{} characters", char.vocab_size()),
             AnyTokenizer::Gpt2(_) => format!("GPT-2 BPE, {GPT2_VOCAB_SIZE} tokens"),
+            AnyTokenizer::HuggingFace(hf) => hf.describe(),
         }
     }
 }
@@ -110,6 +140,7 @@ impl Tokenizer for AnyTokenizer {
         match self {
             AnyTokenizer::Char(t) => t.vocab_size(),
             AnyTokenizer::Gpt2(t) => t.vocab_size(),
+            AnyTokenizer::HuggingFace(t) => t.vocab_size(),
         }
     }
 
@@ -117,6 +148,14 @@ impl Tokenizer for AnyTokenizer {
         match self {
             AnyTokenizer::Char(t) => t.encode(text),
             AnyTokenizer::Gpt2(t) => t.encode(text),
+            AnyTokenizer::HuggingFace(t) => t.encode(text),
+        }
+    }
+
+    fn encode_prompt(&self, text: &str) -> Result<Vec<usize>, TokenizerError> {
+        match self {
+            AnyTokenizer::HuggingFace(t) => t.encode_prompt(text),
+            other => other.encode(text),
         }
     }
 
@@ -124,13 +163,7 @@ impl Tokenizer for AnyTokenizer {
         match self {
             AnyTokenizer::Char(t) => t.decode(ids),
             AnyTokenizer::Gpt2(t) => t.decode(ids),
-        }
-    }
-
-    fn decode_bytes(&self, ids: &[usize]) -> Result<Vec<u8>, TokenizerError> {
-        match self {
-            AnyTokenizer::Char(t) => t.decode_bytes(ids),
-            AnyTokenizer::Gpt2(t) => t.decode_bytes(ids),
+            AnyTokenizer::HuggingFace(t) => t.decode(ids),
         }
     }
 }

@@ -3,59 +3,76 @@
 use crate::{Tokenizer, TokenizerError};
 
 /// Decodes a stream of tokens into text. A byte-level tokenizer may split one character over
-/// several tokens (an emoji is often three or four); the bytes of an unfinished character wait
-/// here until the tokens that complete it arrive, so what [`TextStream::push`] returns is always
-/// whole characters. Bytes that can never become valid UTF-8 come out as U+FFFD, as Python's
-/// `errors="replace"`.
+/// several tokens (an emoji is often three or four), and a SentencePiece-style one drops the
+/// space that opens a decoded text (tokenizers#1141), so tokens are not decoded one at a time:
+/// the stream decodes a window of the newest tokens and hands out what it adds to the text, once
+/// that ends with a whole character (as candle's `TokenOutputStream`). What [`TextStream::push`]
+/// returns is therefore always whole characters; bytes that can never become valid UTF-8 come
+/// out as U+FFFD, as Python's `errors="replace"`.
 pub struct TextStream<'a, T: Tokenizer + ?Sized> {
     tokenizer: &'a T,
-    pending: Vec<u8>,
+    tokens: Vec<usize>,
+    /// The window starts here; `tokens[start..emitted]` is text already handed out.
+    start: usize,
+    emitted: usize,
 }
+
+/// Context tokens a stream keeps before the first new one, so that decoding the window gives
+/// the new token's leading space.
+const CONTEXT: usize = 4;
 
 impl<'a, T: Tokenizer + ?Sized> TextStream<'a, T> {
     pub fn new(tokenizer: &'a T) -> Self {
+        Self::after(tokenizer, &[])
+    }
+
+    /// A stream of the tokens that follow `context` (a prompt already printed).
+    pub fn after(tokenizer: &'a T, context: &[usize]) -> Self {
+        let mut tokens = context[context.len().saturating_sub(CONTEXT)..].to_vec();
+        // A context that does not decode to whole characters would only garble the window.
+        let whole = tokenizer
+            .decode(&tokens)
+            .is_ok_and(|text| !text.ends_with(char::REPLACEMENT_CHARACTER));
+        if !whole {
+            tokens.clear();
+        }
         Self {
             tokenizer,
-            pending: Vec::new(),
+            emitted: tokens.len(),
+            tokens,
+            start: 0,
         }
+    }
+
+    fn decode(&self, from: usize, to: usize) -> Result<String, TokenizerError> {
+        self.tokenizer.decode(&self.tokens[from..to])
     }
 
     /// The text that `token` completes (possibly empty).
     pub fn push(&mut self, token: usize) -> Result<String, TokenizerError> {
-        self.pending
-            .extend_from_slice(&self.tokenizer.decode_bytes(&[token])?);
-        let mut text = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(valid) => {
-                    text.push_str(valid);
-                    self.pending.clear();
-                    return Ok(text);
-                }
-                Err(error) => {
-                    let valid = error.valid_up_to();
-                    text.push_str(
-                        std::str::from_utf8(&self.pending[..valid]).expect("checked valid"),
-                    );
-                    match error.error_len() {
-                        // The tail may still become a character: wait for more bytes.
-                        None => {
-                            self.pending.drain(..valid);
-                            return Ok(text);
-                        }
-                        Some(bad) => {
-                            text.push(char::REPLACEMENT_CHARACTER);
-                            self.pending.drain(..valid + bad);
-                        }
-                    }
-                }
-            }
+        let before = self.decode(self.start, self.emitted)?;
+        self.tokens.push(token);
+        let text = self.decode(self.start, self.tokens.len())?;
+        if text.len() > before.len()
+            && text.is_char_boundary(before.len())
+            && !text.ends_with(char::REPLACEMENT_CHARACTER)
+        {
+            let new = text[before.len()..].to_string();
+            self.start = self.emitted;
+            self.emitted = self.tokens.len();
+            Ok(new)
+        } else {
+            Ok(String::new())
         }
     }
 
     /// What is left when the stream ends: an unfinished character, replaced.
     pub fn finish(self) -> String {
-        String::from_utf8_lossy(&self.pending).into_owned()
+        let before = self.decode(self.start, self.emitted).unwrap_or_default();
+        let text = self
+            .decode(self.start, self.tokens.len())
+            .unwrap_or_default();
+        text.get(before.len()..).unwrap_or_default().to_string()
     }
 }
 
