@@ -24,20 +24,33 @@ fn gpt2_small() -> HfGpt2Config {
     }
 }
 
-/// A config; one that starts from `models/gpt2` reads GPT-2 small's config.json from a
-/// temporary directory instead (the weights are not needed to build the architecture).
+/// SmolLM2-135M's `config.json`, with the fields that shape the model as the hub's has them.
+const SMOLLM2_135M: &str = r#"{
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+    "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+    "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,
+    "vocab_size": 49152, "rms_norm_eps": 1e-05, "rope_theta": 100000, "rope_scaling": null,
+    "tie_word_embeddings": true, "torch_dtype": "bfloat16", "bos_token_id": 0, "eos_token_id": 0
+}"#;
+
+/// A config; one that starts from `models/gpt2` or `models/smollm2-135m` reads that model's
+/// config.json from a temporary directory instead (the weights are not needed to build the
+/// architecture).
 fn load(path: &Path, scratch: &Path) -> RunConfig {
-    let text = std::fs::read_to_string(path).unwrap();
-    if !text.contains("\"models/gpt2\"") {
-        return RunConfig::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut text = std::fs::read_to_string(path).unwrap();
+    let pretrained = [
+        ("models/gpt2", gpt2_small().to_json()),
+        ("models/smollm2-135m", SMOLLM2_135M.to_string()),
+    ];
+    for (model, config) in pretrained {
+        let quoted = format!("{model:?}");
+        if text.contains(&quoted) {
+            let dir = scratch.join(model);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("config.json"), config).unwrap();
+            text = text.replace(&quoted, &format!("{:?}", dir.display().to_string()));
+        }
     }
-    let dir = scratch.join("gpt2");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), gpt2_small().to_json()).unwrap();
-    let text = text.replace(
-        "\"models/gpt2\"",
-        &format!("{:?}", dir.display().to_string()),
-    );
     RunConfig::parse(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -63,6 +76,9 @@ fn expected_params(name: &str) -> Option<usize> {
         "finetune_shakespeare" => 123_849_984,
         // 50,257 x 128 embedding + 64 x 128 positions + 4 GPT-2 blocks + ln_f.
         "shakespeare_bpe" => 7_234_432,
+        // SmolLM2-135M as Hugging Face counts it (tied head): 49,152 x 576 embedding, 30
+        // LlamaBlocks of 3,540,096, the final RMSNorm.
+        "finetune_smollm2" => 134_515_008,
         _ => return None,
     })
 }
@@ -83,6 +99,7 @@ fn every_config_builds_with_the_stated_parameter_count() {
         let vocab = match config.data.tokenizer {
             TokenizerSpec::Char => TINY_SHAKESPEARE_VOCAB,
             TokenizerSpec::Gpt2 => GPT2_VOCAB_SIZE,
+            TokenizerSpec::Pretrained => config.model.vocab_size.unwrap(),
         };
         assert!(
             text.trim_start().starts_with("//"),
@@ -119,6 +136,7 @@ fn every_config_builds_with_the_stated_parameter_count() {
             "bigram",
             "feedforward",
             "finetune_shakespeare",
+            "finetune_smollm2",
             "gpt",
             "gpt2",
             "head",

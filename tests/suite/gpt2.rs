@@ -250,14 +250,14 @@ fn bad_directories_are_clear_errors() {
     std::fs::create_dir_all(&llama).unwrap();
     std::fs::write(
         llama.join(hf::CONFIG_FILE),
-        r#"{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}"#,
+        r#"{"model_type": "falcon", "architectures": ["FalconForCausalLM"]}"#,
     )
     .unwrap();
     let message = error(&llama);
     assert!(
-        message.contains("\"llama\"")
-            && message.contains("LlamaForCausalLM")
-            && message.contains("GPT-2"),
+        message.contains("\"falcon\"")
+            && message.contains("FalconForCausalLM")
+            && message.contains("GPT2LMHeadModel"),
         "{message}"
     );
 

@@ -13,6 +13,7 @@ mod fuzz;
 mod gpt2;
 mod layer_kernels;
 mod linear;
+mod llama;
 mod model;
 mod model_kernels;
 mod parity;

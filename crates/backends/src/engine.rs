@@ -5,12 +5,12 @@
 use crate::dispatch::{dispatch_devices, DevicesTask};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Duration;
 use tinygpt_data::Split;
-use tinygpt_model::{LanguageModel, ModelConfig, Sampler};
+use tinygpt_model::{Conversation, LanguageModel, ModelConfig, ReplyEnd, Sampler};
 use tinygpt_tokenizer::AnyTokenizer;
 use tinygpt_train::bench::{StepPlan, StepTiming};
 use tinygpt_train::hf::HfError;
@@ -67,6 +67,13 @@ pub trait Model {
         on_token: &mut dyn FnMut(usize) -> ControlFlow<()>,
     );
 
+    /// A conversation kept across turns (see [`Conversation::reply`]): each
+    /// `reply(context, ...)` reads only the part of `context` it has not read before.
+    fn conversation(&self) -> Box<dyn Chat + '_>;
+
+    /// The logits of every position of `tokens` (`[len][vocab]`), from scratch.
+    fn logits(&self, tokens: &[usize]) -> Vec<Vec<f32>>;
+
     /// The mean loss over every token of a split of `prepared`'s corpus.
     fn split_loss(&self, prepared: &Prepared, split: Split) -> f64;
 
@@ -78,6 +85,48 @@ pub trait Model {
 
     /// Every parameter, in module order, with its values.
     fn parameters(&self) -> Vec<Parameter>;
+}
+
+/// A conversation with a [`Model`], its keys and values cached between turns.
+pub trait Chat {
+    /// Continues the conversation whose whole text so far is `context` (see
+    /// [`Conversation::reply`]).
+    fn reply(
+        &mut self,
+        context: &[usize],
+        max_new_tokens: usize,
+        sampler: &mut Sampler,
+        on_token: &mut dyn FnMut(usize) -> ControlFlow<()>,
+    ) -> ReplyEnd;
+
+    /// Tokens read so far.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct ChatOn<'a, B: Backend> {
+    model: &'a LanguageModel<B>,
+    conversation: Conversation<B>,
+}
+
+impl<B: Backend> Chat for ChatOn<'_, B> {
+    fn reply(
+        &mut self,
+        context: &[usize],
+        max_new_tokens: usize,
+        sampler: &mut Sampler,
+        on_token: &mut dyn FnMut(usize) -> ControlFlow<()>,
+    ) -> ReplyEnd {
+        self.conversation
+            .reply(self.model, context, max_new_tokens, sampler, on_token)
+    }
+
+    fn len(&self) -> usize {
+        self.conversation.len()
+    }
 }
 
 /// One parameter of a model: its path in the module tree (`token_embedding.weight`,
@@ -206,6 +255,27 @@ impl<B: Backend> Model for Loaded<B> {
     ) {
         self.model
             .generate_with(prompt, max_new_tokens, sampler, on_token)
+    }
+
+    fn conversation(&self) -> Box<dyn Chat + '_> {
+        Box::new(ChatOn {
+            model: &self.model,
+            conversation: Conversation::default(),
+        })
+    }
+
+    fn logits(&self, tokens: &[usize]) -> Vec<Vec<f32>> {
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, tokens.len()]), &self.device);
+        let logits = self.model.forward(ids);
+        let [_, _, vocab] = logits.dims();
+        let values: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 logits");
+        values.chunks(vocab).map(<[f32]>::to_vec).collect()
     }
 
     fn split_loss(&self, prepared: &Prepared, split: Split) -> f64 {

@@ -11,5 +11,5 @@ pub mod dispatch;
 mod engine;
 
 pub use dispatch::{compiled_in, dispatch, dispatch_devices, BackendTask, DevicesTask};
-pub use engine::{engine, Engine, Model, Parameter};
+pub use engine::{engine, Chat, Engine, Model, Parameter};
 pub use tinygpt_train::{BackendError, BackendKind, Devices};

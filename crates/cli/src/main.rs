@@ -4,12 +4,12 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, eval, export, generate, info, train};
+use commands::{bench, chat, eval, export, generate, info, train};
 use std::process::ExitCode;
 
 /// Train and sample GPT language models (the "GPT from scratch" tutorial's character models,
-/// from a bigram table to a Transformer, and GPT-2 with its pretrained weights) on the CPU or a
-/// CUDA GPU.
+/// from a bigram table to a Transformer, GPT-2 and the Llama family with their pretrained
+/// weights) on the CPU or a CUDA GPU.
 #[derive(Parser)]
 #[command(name = "tinygpt", version, propagate_version = true)]
 #[command(after_help = "Examples:\n  tinygpt train configs/transformer.ron\n  \
@@ -17,7 +17,9 @@ use std::process::ExitCode;
     tinygpt generate models/gpt2 --prompt \"ROMEO:\" --temperature 0.8 --top-k 200\n  \
     tinygpt train configs/finetune_shakespeare.ron\n  \
     tinygpt eval runs/finetune_shakespeare\n  \
-    tinygpt export runs/finetune_shakespeare --hf out/my-gpt2")]
+    tinygpt export runs/finetune_shakespeare --hf out/my-gpt2\n  \
+    tinygpt generate models/smollm2-135m --prompt \"The capital of France is\"\n  \
+    tinygpt chat models/smollm2-135m-instruct")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,12 +34,15 @@ enum Command {
     /// run directory.
     Train(train::TrainArgs),
     /// Generate text from a trained run (its newest checkpoint), a checkpoint file, or a Hugging
-    /// Face GPT-2 directory.
+    /// Face directory (GPT-2, Llama, Qwen2, Mistral).
     Generate(generate::GenerateArgs),
+    /// Chat with an instruct model (its chat template, the conversation's keys and values cached
+    /// between turns): one user message per line of stdin, the replies streamed to stdout.
+    Chat(chat::ChatArgs),
     /// Loss and perplexity of a model on the whole validation split of a corpus.
     Eval(eval::EvalArgs),
-    /// Write a GPT-2-shaped model as a Hugging Face directory (config.json + model.safetensors)
-    /// that `GPT2LMHeadModel.from_pretrained` loads.
+    /// Write a GPT-2- or Llama-shaped model as a Hugging Face directory (config.json,
+    /// model.safetensors, and a Llama's tokenizer files) that `from_pretrained` loads.
     Export(export::ExportArgs),
     /// Time training steps (forward, backward, AdamW) of a config's model on random tokens, or
     /// with --generation a model's generation (prefill and new tokens).
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => train::run(args),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Chat(args) => chat::run(args).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),

@@ -69,7 +69,9 @@ pub enum HfError {
     NoWeights { dir: PathBuf },
     #[error("{path} is not a valid safetensors file (truncated or corrupted?): {message}")]
     Weights { path: PathBuf, message: String },
-    #[error("{path} has no tensor {name:?}: is it a checkpoint of the model {CONFIG_FILE} describes?")]
+    #[error(
+        "{path} has no tensor {name:?}: is it a checkpoint of the model {CONFIG_FILE} describes?"
+    )]
     Missing { path: PathBuf, name: String },
     #[error("{path}: tensor {name:?} has shape {found:?}, the model in {CONFIG_FILE} needs {expected:?}")]
     Shape {

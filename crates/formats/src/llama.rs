@@ -25,7 +25,9 @@ use tinygpt_layers::{
     RmsNormSpec, RopeScaling, RopeSpec, WeightInit,
 };
 use tinygpt_model::{LanguageModel, ModelConfig, ModelSpec};
-use tinygpt_tokenizer::hugging_face::{GENERATION_CONFIG_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE};
+use tinygpt_tokenizer::hugging_face::{
+    GENERATION_CONFIG_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
+};
 use tinygpt_tokenizer::AnyTokenizer;
 
 /// The settings of a Llama-family `config.json` that shape the model.
@@ -124,7 +126,8 @@ impl LlamaConfig {
             }
         };
         let flag = |field: &str| get(field).and_then(Value::as_bool).unwrap_or(false);
-        let float = |field: &str, default: f64| get(field).and_then(Value::as_f64).unwrap_or(default);
+        let float =
+            |field: &str, default: f64| get(field).and_then(Value::as_f64).unwrap_or(default);
 
         let hidden_size = size("hidden_size")?;
         let num_attention_heads = size("num_attention_heads")?;
@@ -361,8 +364,7 @@ fn rope(json: &Value, path: &Path) -> Result<RopeSpec, HfError> {
             factor: number("factor")?,
             low_freq_factor: number("low_freq_factor")?,
             high_freq_factor: number("high_freq_factor")?,
-            original_max_position_embeddings: number("original_max_position_embeddings")?
-                as usize,
+            original_max_position_embeddings: number("original_max_position_embeddings")? as usize,
         }),
         other => {
             return Err(HfError::Unsupported {
@@ -419,7 +421,9 @@ impl<'a> LlamaShape<'a> {
             .ok_or("the model has no layers (Llama is LlamaBlocks and a final RmsNorm)")?;
         match &last.config {
             LayerConfig::RmsNorm(norm) if norm.weight => {}
-            _ => return Err("the last layer is not an RmsNorm with a weight (Llama's norm)".into()),
+            _ => {
+                return Err("the last layer is not an RmsNorm with a weight (Llama's norm)".into())
+            }
         }
         let mut first = None::<&LlamaBlockConfig>;
         for (i, layer) in blocks.iter().enumerate() {
@@ -432,7 +436,9 @@ impl<'a> LlamaShape<'a> {
             };
             let attention = &block.attention;
             if attention.qk_norm {
-                return Err(format!("layers[{i}] has QK-norm, which Llama and Qwen2 lack"));
+                return Err(format!(
+                    "layers[{i}] has QK-norm, which Llama and Qwen2 lack"
+                ));
             }
             if attention.rope.is_none() {
                 return Err(format!("layers[{i}] has no rotary embeddings"));
@@ -536,7 +542,12 @@ pub fn load_model<B: Backend>(
         match layer {
             Layer::LlamaBlock(block) => {
                 let at = |part: &str| format!("model.layers.{i}.{part}");
-                load_norm(&mut block.input_norm, &mut tensors, &at("input_layernorm.weight"), device)?;
+                load_norm(
+                    &mut block.input_norm,
+                    &mut tensors,
+                    &at("input_layernorm.weight"),
+                    device,
+                )?;
                 load_norm(
                     &mut block.post_attention_norm,
                     &mut tensors,
@@ -546,7 +557,10 @@ pub fn load_model<B: Backend>(
                 let attention = &mut block.attention;
                 let [_, qkv_width] = attention.qkv.weight.lazy_shape().dims();
                 let head_size = qkv_width / (attention.n_head + 2 * attention.n_kv_head);
-                let (q, kv) = (attention.n_head * head_size, attention.n_kv_head * head_size);
+                let (q, kv) = (
+                    attention.n_head * head_size,
+                    attention.n_kv_head * head_size,
+                );
                 let bias = attention.qkv.bias.is_some();
                 load_fused(
                     &mut attention.qkv,
@@ -647,11 +661,17 @@ pub fn hf_tensors<B: Backend>(
             Layer::LlamaBlock(block) => {
                 let at = |part: &str| format!("model.layers.{i}.{part}");
                 norms.push((at("input_layernorm.weight"), &block.input_norm));
-                norms.push((at("post_attention_layernorm.weight"), &block.post_attention_norm));
+                norms.push((
+                    at("post_attention_layernorm.weight"),
+                    &block.post_attention_norm,
+                ));
                 let attention = &block.attention;
                 let [_, qkv_width] = attention.qkv.weight.lazy_shape().dims();
                 let head_size = qkv_width / (attention.n_head + 2 * attention.n_kv_head);
-                let (q, kv) = (attention.n_head * head_size, attention.n_kv_head * head_size);
+                let (q, kv) = (
+                    attention.n_head * head_size,
+                    attention.n_kv_head * head_size,
+                );
                 split(
                     &attention.qkv,
                     &[
@@ -687,7 +707,10 @@ pub fn hf_tensors<B: Backend>(
     let embedding = &model.token_embedding.weight;
     out.insert(
         "model.embed_tokens.weight".into(),
-        (embedding.lazy_shape().dims::<2>().to_vec(), values(embedding.val())),
+        (
+            embedding.lazy_shape().dims::<2>().to_vec(),
+            values(embedding.val()),
+        ),
     );
     out
 }
@@ -788,15 +811,41 @@ mod tests {
     #[test]
     fn unsupported_options_are_named() {
         let cases = [
-            ("\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}", "\"yarn\""),
-            ("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "hidden_act"),
-            ("\"model_type\": \"llama\"", "\"model_type\": \"llama\", \"mlp_bias\": true", "mlp_bias"),
-            ("\"model_type\": \"llama\"", "\"model_type\": \"llama\", \"attention_bias\": true", "attention_bias"),
-            ("\"num_key_value_heads\": 3", "\"num_key_value_heads\": 4", "num_key_value_heads"),
-            ("[\"LlamaForCausalLM\"]", "[\"LlamaForSequenceClassification\"]", "LlamaForSequenceClassification"),
+            (
+                "\"rope_scaling\": null",
+                "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}",
+                "\"yarn\"",
+            ),
+            (
+                "\"hidden_act\": \"silu\"",
+                "\"hidden_act\": \"gelu\"",
+                "hidden_act",
+            ),
+            (
+                "\"model_type\": \"llama\"",
+                "\"model_type\": \"llama\", \"mlp_bias\": true",
+                "mlp_bias",
+            ),
+            (
+                "\"model_type\": \"llama\"",
+                "\"model_type\": \"llama\", \"attention_bias\": true",
+                "attention_bias",
+            ),
+            (
+                "\"num_key_value_heads\": 3",
+                "\"num_key_value_heads\": 4",
+                "num_key_value_heads",
+            ),
+            (
+                "[\"LlamaForCausalLM\"]",
+                "[\"LlamaForSequenceClassification\"]",
+                "LlamaForSequenceClassification",
+            ),
         ];
         for (from, to, named) in cases {
-            let message = parse(&SMOLLM2_135M.replace(from, to)).unwrap_err().to_string();
+            let message = parse(&SMOLLM2_135M.replace(from, to))
+                .unwrap_err()
+                .to_string();
             assert!(message.contains(named), "{to}: {message}");
         }
         let mistral = SMOLLM2_135M

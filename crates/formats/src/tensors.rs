@@ -53,7 +53,9 @@ impl WeightFiles {
                 .as_str()
                 .ok_or_else(|| bad(format!("{tensor:?} maps to {shard}, not a file name")))?;
             if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
-                return Err(bad(format!("{shard:?} is not a file name in this directory")));
+                return Err(bad(format!(
+                    "{shard:?} is not a file name in this directory"
+                )));
             }
             let at = match shard_names.iter().position(|s| *s == shard) {
                 Some(at) => at,
@@ -150,24 +152,10 @@ impl Tensors<'_> {
         self.by_name.keys().map(String::as_str)
     }
 
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
-    }
-
     /// The file that holds `name`, or the first one (for errors about a missing tensor).
     pub(crate) fn path_of(&self, name: &str) -> &Path {
         let at = self.by_name.get(name).copied().unwrap_or(0);
         self.files[at].0
-    }
-
-    /// The dtype of the floats, from the first tensor (what `config.json`'s dtype should say).
-    pub(crate) fn dtype(&self) -> Option<SafetensorsDtype> {
-        self.files
-            .iter()
-            .flat_map(|(_, file)| file.tensors())
-            .map(|(_, view)| SafetensorsDtype::of(view.dtype()))
-            .next()
-            .flatten()
     }
 
     /// Tensor `name` as f32 values in the file's (row-major) order, checked to have shape
@@ -237,15 +225,6 @@ pub enum SafetensorsDtype {
 }
 
 impl SafetensorsDtype {
-    fn of(dtype: Dtype) -> Option<Self> {
-        match dtype {
-            Dtype::F32 => Some(Self::F32),
-            Dtype::F16 => Some(Self::F16),
-            Dtype::BF16 => Some(Self::BF16),
-            _ => None,
-        }
-    }
-
     /// `torch_dtype` / `dtype` in `config.json`.
     pub fn torch_name(self) -> &'static str {
         match self {
@@ -393,7 +372,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.safetensors", &[("x", vec![2, 3])]);
         write(dir.path(), "b.safetensors", &[("y", vec![4])]);
-        let index = r#"{"metadata": {}, "weight_map": {"x": "a.safetensors", "y": "b.safetensors"}}"#;
+        let index =
+            r#"{"metadata": {}, "weight_map": {"x": "a.safetensors", "y": "b.safetensors"}}"#;
         std::fs::write(dir.path().join(INDEX_FILE), index).unwrap();
         let files = WeightFiles::open(dir.path()).unwrap();
         let mut tensors = files.tensors().unwrap();

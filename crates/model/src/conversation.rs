@@ -46,8 +46,8 @@ impl<B: Backend> Conversation<B> {
     /// Continues the conversation whose whole text so far is `context` (the chat template
     /// rendered over every message, ready for the model's turn): the part already read is taken
     /// from the cache, the rest read, then up to `max_new_tokens` sampled and handed to
-    /// `on_token`. A reply that ends because `on_token` stopped leaves its last token unread,
-    /// as the template writes the turn's end itself.
+    /// `on_token`. A reply's last token is left unread: the next turn's text holds it (or,
+    /// for an end-of-turn token, the template writes the turn's end itself).
     pub fn reply(
         &mut self,
         model: &LanguageModel<B>,
@@ -71,10 +71,19 @@ impl<B: Backend> Conversation<B> {
         self.tokens.truncate(common);
         let mut logits = model.last_logits_of(&context[common..], &mut self.cache);
         self.tokens.extend_from_slice(&context[common..]);
-        for _ in 0..max_new_tokens {
+        if max_new_tokens == 0 {
+            return ReplyEnd::MaxTokens;
+        }
+        let mut produced = 0;
+        loop {
             let token = sampler.sample(&last_position(logits));
             if on_token(token).is_break() {
                 return ReplyEnd::Stopped;
+            }
+            produced += 1;
+            // The last token is read with the next turn's text.
+            if produced == max_new_tokens {
+                return ReplyEnd::MaxTokens;
             }
             if self.tokens.len() + 1 >= model.block_size {
                 return ReplyEnd::ContextFull;
@@ -82,6 +91,5 @@ impl<B: Backend> Conversation<B> {
             logits = model.last_logits_of(&[token], &mut self.cache);
             self.tokens.push(token);
         }
-        ReplyEnd::MaxTokens
     }
 }

@@ -4,10 +4,12 @@
 //! embedding as wide as the vocabulary.
 
 mod config;
+mod conversation;
 mod model;
 mod sampling;
 
 pub use config::{LayerSummary, ModelConfig, ModelError, ModelSpec, ResolvedLayer};
+pub use conversation::{Conversation, ReplyEnd};
 pub use model::{cross_entropy, plain_cross_entropy, GenerationCache, LanguageModel};
 pub use sampling::{Sampler, Sampling};
 pub use tinygpt_kernels::{cpu_kernels, set_cpu_kernels};

@@ -148,6 +148,16 @@ impl<B: Backend> LanguageModel<B> {
         self.logits(x.slice([0..batch, time - 1..time, 0..width]))
     }
 
+    /// The last position's logits after reading `tokens` on top of `cache`.
+    pub(crate) fn last_logits_of(
+        &self,
+        tokens: &[usize],
+        cache: &mut GenerationCache<B>,
+    ) -> Tensor<B, 3> {
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        self.last_logits_cached(self.tokens(&ids), cache)
+    }
+
     /// Continues `prompt` by `max_new_tokens` sampled tokens and returns them.
     pub fn generate(
         &self,
@@ -256,6 +266,24 @@ impl<B: Backend> Default for GenerationCache<B> {
 }
 
 impl<B: Backend> GenerationCache<B> {
+    /// Keeps the first `len` positions only (a conversation whose later text changed).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        if len == 0 {
+            *self = Self::default();
+            return;
+        }
+        for cache in self.layers.iter_mut().flatten() {
+            let [batch, heads, _, head_size] = cache.keys.dims();
+            let keep = [0..batch, 0..heads, 0..len, 0..head_size];
+            cache.keys = cache.keys.clone().slice(keep.clone());
+            cache.values = cache.values.clone().slice(keep);
+        }
+        self.len = len;
+    }
+
     /// Positions cached.
     pub fn len(&self) -> usize {
         self.len
@@ -267,7 +295,7 @@ impl<B: Backend> GenerationCache<B> {
 }
 
 /// The last position's logits of a `[1, time, vocab]` tensor, as f32.
-fn last_position<B: Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
+pub(crate) fn last_position<B: Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
     let [_, time, vocab] = logits.dims();
     logits
         .slice([0..1, time - 1..time, 0..vocab])

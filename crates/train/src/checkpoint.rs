@@ -8,7 +8,6 @@ use crate::LossEstimate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tinygpt_tokenizer::AnyTokenizer;
 #[cfg(test)]
@@ -149,33 +148,7 @@ impl Checkpoint {
     }
 }
 
-/// Atomic file replacement: readers see the old file or the new one, never a partial write.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Persist the rename itself.
-        if let Ok(dir) = fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+pub use tinygpt_formats::write_atomic;
 
 /// `checkpoints/step-0000500.ckpt`.
 pub fn step_checkpoint_path(run_dir: &Path, step: usize) -> PathBuf {

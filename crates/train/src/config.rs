@@ -58,7 +58,7 @@ impl Default for DataSpec {
 /// Weights a run starts from instead of a random init (fine-tuning).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum InitFrom {
-    /// A Hugging Face GPT-2 directory (`config.json` + `model.safetensors`).
+    /// A Hugging Face directory (`config.json` and weights): GPT-2 or the Llama family.
     HuggingFace {
         path: PathBuf,
         /// A shorter context than the checkpoint's (its first position embeddings are kept).
@@ -93,7 +93,7 @@ impl InitFrom {
                 block_size,
                 dropout,
             } => {
-                let config = crate::hf::HfGpt2Config::read(path).map_err(|e| e.to_string())?;
+                let config = crate::hf::HfConfig::read(path).map_err(|e| e.to_string())?;
                 Ok(config.model_spec(*block_size, *dropout))
             }
             InitFrom::Run {
@@ -372,11 +372,18 @@ impl RunConfig {
             ));
         }
         if matches!(t.init_from, Some(InitFrom::HuggingFace { .. }))
-            && self.data.tokenizer != TokenizerSpec::Gpt2
+            && self.data.tokenizer == TokenizerSpec::Char
         {
             return Err(
-                "training.init_from: a Hugging Face GPT-2 reads GPT-2's tokens: set \
-                 data: (tokenizer: Gpt2, ...)"
+                "training.init_from: a Hugging Face model reads its own tokens, not \
+                 characters: set data: (tokenizer: Pretrained, ...) (Gpt2 works for a GPT-2 too)"
+                    .into(),
+            );
+        }
+        if t.init_from.is_none() && self.data.tokenizer == TokenizerSpec::Pretrained {
+            return Err(
+                "data.tokenizer: Pretrained takes the tokenizer of training.init_from, and \
+                 there is none: use Char or Gpt2, or start from a pretrained model"
                     .into(),
             );
         }

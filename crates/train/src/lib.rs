@@ -7,13 +7,15 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod grads;
-pub mod hf;
 pub mod import;
 pub mod memory;
 pub mod metrics;
 pub mod parallel;
 pub mod schedule;
 pub mod trainer;
+
+/// Hugging Face model directories (GPT-2 and the Llama family), in and out.
+pub use tinygpt_formats as hf;
 
 pub use backend::{BackendError, BackendKind, Devices};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
@@ -30,7 +32,7 @@ use burn::tensor::backend::Backend;
 use std::path::{Path, PathBuf};
 use tinygpt_data::{load_corpus, DataError, TokenSplits};
 use tinygpt_model::{LanguageModel, ModelConfig, ModelError};
-use tinygpt_tokenizer::{AnyTokenizer, Tokenizer, TokenizerError};
+use tinygpt_tokenizer::{AnyTokenizer, Tokenizer, TokenizerError, TokenizerSpec};
 
 /// Everything that can stop a run, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +121,13 @@ pub fn prepare(config: RunConfig, origin: &str) -> Result<Prepared, TrainError> 
         Some(InitFrom::Run { path, .. }) => Some(std::sync::Arc::new(open_run(path)?)),
         _ => None,
     };
-    let tokenizer = init_run.as_ref().map(|run| run.tokenizer.clone());
+    let tokenizer = match (&config.training.init_from, &init_run) {
+        (_, Some(run)) => Some(run.tokenizer.clone()),
+        (Some(InitFrom::HuggingFace { path, .. }), None) => {
+            Some(pretrained_tokenizer(path, config.data.tokenizer)?)
+        }
+        _ => None,
+    };
     Ok(Prepared {
         init_run,
         ..prepare_with(config, origin, tokenizer)?
@@ -135,7 +143,13 @@ pub fn prepare_with(
     let text = load_corpus(&config.data.corpus.source())?;
     let tokenizer = match tokenizer {
         Some(tokenizer) => tokenizer,
-        None => AnyTokenizer::for_corpus(config.data.tokenizer, &text)?,
+        None => AnyTokenizer::for_corpus(config.data.tokenizer, &text)?.ok_or_else(|| {
+            TrainError::Mismatch(
+                "data.tokenizer: Pretrained takes the tokenizer of training.init_from, and \
+                 there is none"
+                    .into(),
+            )
+        })?,
     };
     let unknown = tokenizer.unknown_chars(&text);
     if !unknown.is_empty() {
@@ -162,6 +176,28 @@ pub fn prepare_with(
         model,
         init_run: None,
     })
+}
+
+/// The tokenizer of the Hugging Face directory `init_from` names, as `data.tokenizer` asks:
+/// `Pretrained` takes the model's own, `Gpt2` is GPT-2's BPE (right for a GPT-2 only).
+fn pretrained_tokenizer(dir: &Path, spec: TokenizerSpec) -> Result<AnyTokenizer, TrainError> {
+    let hf_config = hf::HfConfig::read(dir)?;
+    match (spec, &hf_config) {
+        (TokenizerSpec::Pretrained, _) | (TokenizerSpec::Gpt2, hf::HfConfig::Gpt2(_)) => {
+            Ok(hf_config.tokenizer(dir)?)
+        }
+        (TokenizerSpec::Gpt2, hf::HfConfig::Llama(config)) => Err(TrainError::Mismatch(format!(
+            "{} is a {} with its own tokenizer.json, not GPT-2's tokens: set data: (tokenizer: \
+             Pretrained, ...)",
+            dir.display(),
+            config.architecture
+        ))),
+        (TokenizerSpec::Char, _) => Err(TrainError::Mismatch(
+            "a pretrained model reads its own tokens, not characters: set data: (tokenizer: \
+             Pretrained, ...)"
+                .into(),
+        )),
+    }
 }
 
 /// A trained model's config and vocabulary, read from a checkpoint or a Hugging Face directory.
@@ -216,7 +252,7 @@ impl LoadedRun {
 }
 
 /// Opens the newest checkpoint of a run directory, a checkpoint file given directly, or a Hugging
-/// Face GPT-2 directory (`config.json` + `model.safetensors`).
+/// Face directory (`config.json` and weights; GPT-2 or the Llama family).
 pub fn open_run(path: &Path) -> Result<LoadedRun, TrainError> {
     if hf::is_hf_dir(path) {
         return open_hf(path);
@@ -249,21 +285,24 @@ pub fn open_run(path: &Path) -> Result<LoadedRun, TrainError> {
 }
 
 fn open_hf(dir: &Path) -> Result<LoadedRun, TrainError> {
-    let hf_config = hf::HfGpt2Config::read(dir)?;
+    let hf_config = hf::HfConfig::read(dir)?;
+    let tokenizer = hf_config.tokenizer(dir)?;
     let config = RunConfig {
         model: hf_config.model_spec(None, 0.0),
         data: DataSpec {
-            tokenizer: tinygpt_tokenizer::TokenizerSpec::Gpt2,
+            tokenizer: match hf_config {
+                hf::HfConfig::Gpt2(_) => TokenizerSpec::Gpt2,
+                hf::HfConfig::Llama(_) => TokenizerSpec::Pretrained,
+            },
             ..DataSpec::default()
         },
         training: TrainingSpec::for_pretrained(),
     };
-    let tokenizer = AnyTokenizer::Gpt2(Default::default());
     // The checkpoint's vocabulary is the model's, even one smaller than the tokenizer's (a test
     // model): only training on GPT-2 tokens needs all of them.
     let model = config
         .model
-        .resolve(hf_config.vocab_size)
+        .resolve(hf_config.vocab_size())
         .map_err(|source| TrainError::Model {
             origin: dir.join(hf::CONFIG_FILE).display().to_string(),
             source,

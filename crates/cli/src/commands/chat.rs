@@ -59,7 +59,10 @@ pub fn chat_tokenizer(tokenizer: &AnyTokenizer) -> Result<&HfTokenizer> {
 
 pub fn run(args: ChatArgs) -> Result<()> {
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
-        bail!("--temperature must be 0 or positive, got {}", args.temperature);
+        bail!(
+            "--temperature must be 0 or positive, got {}",
+            args.temperature
+        );
     }
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1], got {}", args.top_p);

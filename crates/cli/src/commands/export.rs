@@ -8,7 +8,8 @@ use tinygpt_train::{open_run, BackendKind};
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// A run directory or .ckpt file of a GPT-2-shaped model (or a Hugging Face directory).
+    /// A run directory or .ckpt file of a GPT-2- or Llama-shaped model (or a Hugging Face
+    /// directory).
     model: PathBuf,
     /// The directory to write config.json and model.safetensors to.
     #[arg(long, value_name = "DIR")]
@@ -25,7 +26,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     model.export_hf(&run.tokenizer, &args.hf)?;
     println!(
         "wrote {} and {} to {} ({} parameters); load it with \
-         GPT2LMHeadModel.from_pretrained({:?})",
+         AutoModelForCausalLM.from_pretrained({:?})",
         tinygpt_train::hf::CONFIG_FILE,
         tinygpt_train::hf::WEIGHTS_FILE,
         args.hf.display(),

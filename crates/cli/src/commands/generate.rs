@@ -8,7 +8,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use tinygpt_model::{Sampler, Sampling};
-use tinygpt_tokenizer::{TextStream, Tokenizer};
+use tinygpt_tokenizer::{ChatMessage, TextStream, Tokenizer};
 use tinygpt_train::activity::{self, Phase};
 use tinygpt_train::memory::human_bytes;
 use tinygpt_train::{open_run, BackendKind, MemoryEstimate};
@@ -18,13 +18,21 @@ pub struct GenerateArgs {
     /// Go on even when the memory estimate is far over what the machine has.
     #[arg(long)]
     skip_memory_check: bool,
-    /// A run directory written by `tinygpt train`, a .ckpt file, or a Hugging Face GPT-2
-    /// directory (config.json + model.safetensors).
+    /// A run directory written by `tinygpt train`, a .ckpt file, or a Hugging Face directory
+    /// (GPT-2 or the Llama family: config.json, weights and, for Llama, tokenizer.json).
     run: PathBuf,
-    /// Text to continue [default: a newline for a character model, <|endoftext|> for GPT-2].
-    /// Only the last block_size tokens are kept.
+    /// Text to continue [default: a newline for a character model, <|endoftext|> for GPT-2, the
+    /// beginning-of-sequence token for a Hugging Face tokenizer]. Only the last block_size
+    /// tokens are kept.
     #[arg(long, default_value = "")]
     prompt: String,
+    /// The prompt is a user's message to an instruct model: it goes through the model's chat
+    /// template, and only the reply is printed (`tinygpt chat` keeps a conversation going).
+    #[arg(long)]
+    chat: bool,
+    /// Go on past the model's end-of-sequence token (which otherwise ends the generation).
+    #[arg(long)]
+    ignore_eos: bool,
     /// How many tokens (characters for a character model) to generate.
     #[arg(long, default_value_t = 500)]
     max_new_tokens: usize,
@@ -90,10 +98,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             run.tokenizer.vocab_size()
         );
     }
-    let mut prompt = if args.prompt.is_empty() {
+    let mut prompt = if args.chat {
+        let tokenizer = super::chat::chat_tokenizer(&run.tokenizer)?;
+        let message = ChatMessage::new("user", args.prompt.as_str());
+        tokenizer.encode(&tokenizer.apply_chat_template(&[message], true)?)?
+    } else if args.prompt.is_empty() {
         run.tokenizer.start_tokens()
     } else {
-        run.tokenizer.encode(&args.prompt)?
+        // With the special tokens the model expects around a text (TinyLlama's `<s>`).
+        run.tokenizer.encode_prompt(&args.prompt)?
     };
     if let Some(&token) = prompt.iter().find(|&&t| t >= run.model.vocab_size) {
         bail!(
@@ -129,15 +142,25 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_error = None;
-    write!(out, "{}", args.prompt)?;
+    if !args.chat {
+        write!(out, "{}", args.prompt)?;
+    }
+    let end_tokens = if args.ignore_eos {
+        &[][..]
+    } else {
+        run.tokenizer.end_tokens()
+    };
     // Byte-level tokens may end mid-character: print whole characters only.
-    let mut text = TextStream::new(&run.tokenizer);
+    let mut text = TextStream::after(&run.tokenizer, &prompt);
     let generating = std::time::Instant::now();
     let mut first_token = None;
     let mut produced = 0usize;
     model.generate(&prompt, args.max_new_tokens, &mut sampler, &mut |token| {
         first_token.get_or_insert_with(|| generating.elapsed());
         produced += 1;
+        if end_tokens.contains(&token) {
+            return ControlFlow::Break(());
+        }
         let piece = text.push(token).unwrap_or_default();
         match write!(out, "{piece}").and_then(|_| out.flush()) {
             Ok(()) => ControlFlow::Continue(()),

@@ -1,6 +1,7 @@
 //! One module per `tinygpt` command, and what several of them share.
 
 pub mod bench;
+pub mod chat;
 pub mod eval;
 pub mod export;
 pub mod generate;

@@ -214,7 +214,10 @@ fn what_cannot_work_is_a_clear_error() {
         HuggingFace(path: \"gpt2\"), batch_size: 2, max_iters: 2, learning_rate: 3e-5, \
         eval_interval: 2, eval_iters: 1))";
     std::fs::write(d.join("bad.ron"), config).unwrap();
-    assert_fails_with(&tinygpt(&["train", "bad.ron"], d), &["tokenizer: Gpt2"]);
+    assert_fails_with(
+        &tinygpt(&["train", "bad.ron"], d),
+        &["tokenizer: Pretrained", "Gpt2"],
+    );
     // A config without a model that names no pretrained one.
     std::fs::write(
         d.join("nomodel.ron"),

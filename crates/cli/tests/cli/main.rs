@@ -5,3 +5,4 @@ mod commands;
 mod common;
 mod devices;
 mod gpt2;
+mod llama;
