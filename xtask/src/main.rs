@@ -159,14 +159,24 @@ fn build_cli(features: &[String]) -> Result<PathBuf> {
 
 fn ci() -> Result<()> {
     status(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    status(cargo().args(["test", "--workspace", "--release"]))?;
+    // Release, as the tests: the lint and the CUDA check then share their dependencies' check
+    // build, and no dev-profile build of Burn is ever made.
     status(cargo().args([
         "clippy",
         "--workspace",
         "--all-targets",
+        "--release",
         "--",
         "-D",
         "warnings",
     ]))?;
-    status(cargo().args(["test", "--workspace", "--release"]))?;
-    status(cargo().args(["check", "--package", "tinygpt", "--features", "cuda"]))
+    status(cargo().args([
+        "check",
+        "--package",
+        "tinygpt",
+        "--features",
+        "cuda",
+        "--release",
+    ]))
 }

@@ -492,11 +492,14 @@ fn load_fused<B: Backend>(
 ) -> Result<(), HfError> {
     let [d_in, d_out] = linear.weight.lazy_shape().dims();
     debug_assert_eq!(parts.iter().map(|(_, out)| out).sum::<usize>(), d_out);
-    let mut stacked = Vec::with_capacity(d_in * d_out);
+    let mut weight = vec![0.0; d_in * d_out];
+    let mut column = 0;
     for (name, out) in parts {
-        stacked.extend(tensors.take(&format!("{name}.weight"), &[*out, d_in], false)?);
+        let name = format!("{name}.weight");
+        tensors.take_transposed_into(&name, [*out, d_in], &mut weight, d_out, column)?;
+        column += out;
     }
-    linear.weight = tensor(transpose(&stacked, d_out, d_in), [d_in, d_out], device);
+    linear.weight = tensor(weight, [d_in, d_out], device);
     linear.bias = if bias {
         let mut values = Vec::with_capacity(d_out);
         for (name, out) in parts {

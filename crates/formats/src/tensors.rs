@@ -199,6 +199,79 @@ impl Tensors<'_> {
         Ok(values)
     }
 
+    /// Tensor `name`, an `nn.Linear` weight `[rows, cols]`, written transposed into columns
+    /// `first_column..first_column + rows` of `out`, a row-major `[cols, out_width]` matrix:
+    /// Burn's Linear layout, read in one pass with no buffer between (loading a model then
+    /// costs little more than its final weights' pages).
+    pub(crate) fn take_transposed_into(
+        &mut self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        out: &mut [f32],
+        out_width: usize,
+        first_column: usize,
+    ) -> Result<(), HfError> {
+        let path = self.path_of(name).to_path_buf();
+        let view = self
+            .by_name
+            .get(name)
+            .and_then(|&at| self.files[at].1.tensor(name).ok())
+            .ok_or_else(|| HfError::Missing {
+                path: path.clone(),
+                name: name.to_string(),
+            })?;
+        if view.shape() != [rows, cols] {
+            return Err(HfError::Shape {
+                path,
+                name: name.to_string(),
+                found: view.shape().to_vec(),
+                expected: vec![rows, cols],
+            });
+        }
+        let bytes = view.data();
+        let into = |read: &dyn Fn(usize) -> f32, out: &mut [f32]| {
+            const TILE: usize = 32;
+            for r0 in (0..rows).step_by(TILE) {
+                for c0 in (0..cols).step_by(TILE) {
+                    for r in r0..(r0 + TILE).min(rows) {
+                        for c in c0..(c0 + TILE).min(cols) {
+                            out[c * out_width + first_column + r] = read(r * cols + c);
+                        }
+                    }
+                }
+            }
+        };
+        match view.dtype() {
+            Dtype::F32 => into(
+                &|i| f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes")),
+                out,
+            ),
+            Dtype::BF16 => into(
+                &|i| half::bf16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
+                out,
+            ),
+            Dtype::F16 => into(
+                &|i| half::f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
+                out,
+            ),
+            Dtype::F64 => into(
+                &|i| {
+                    f64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes")) as f32
+                },
+                out,
+            ),
+            other => {
+                return Err(HfError::Dtype {
+                    path,
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        }
+        self.used.insert(name.to_string());
+        Ok(())
+    }
+
     /// Names not taken, except those `harmless` accepts, sorted.
     pub(crate) fn leftovers(&self, harmless: impl Fn(&str) -> bool) -> Vec<String> {
         let mut names: Vec<String> = self
