@@ -40,26 +40,13 @@ pub struct HfGpt2Config {
 impl HfGpt2Config {
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self, HfError> {
-        let path = dir.join(CONFIG_FILE);
-        if !path.is_file() {
-            return Err(HfError::NoConfig {
-                dir: dir.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(&path).map_err(|source| HfError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let (text, path) = crate::read_config(dir)?;
         Self::parse(&text, &path)
     }
 
     /// `config.json`'s text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, HfError> {
-        let json: Value = serde_json::from_str(text).map_err(|e| HfError::BadConfig {
-            path: path.to_path_buf(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        Self::from_json(&json, path)
+        Self::from_json(&crate::parse_json(text, path)?, path)
     }
 
     pub(crate) fn from_json(json: &Value, path: &Path) -> Result<Self, HfError> {

@@ -114,25 +114,13 @@ pub enum HfConfig {
 impl HfConfig {
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self, HfError> {
-        let path = dir.join(CONFIG_FILE);
-        if !path.is_file() {
-            return Err(HfError::NoConfig {
-                dir: dir.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(&path).map_err(|source| HfError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let (text, path) = read_config(dir)?;
         Self::parse(&text, &path)
     }
 
     /// `config.json`'s text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, HfError> {
-        let json: Value = serde_json::from_str(text).map_err(|e| HfError::BadConfig {
-            path: path.to_path_buf(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+        let json = parse_json(text, path)?;
         let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
         match model_type {
             "gpt2" => Ok(HfConfig::Gpt2(HfGpt2Config::from_json(&json, path)?)),
@@ -171,6 +159,28 @@ impl HfConfig {
             HfConfig::Llama(_) => AnyTokenizer::HuggingFace(HfTokenizer::from_dir(dir)?),
         })
     }
+}
+
+/// `dir/config.json`'s text and path.
+fn read_config(dir: &Path) -> Result<(String, PathBuf), HfError> {
+    let path = dir.join(CONFIG_FILE);
+    if !path.is_file() {
+        return Err(HfError::NoConfig {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| HfError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((text, path))
+}
+
+fn parse_json(text: &str, path: &Path) -> Result<Value, HfError> {
+    serde_json::from_str(text).map_err(|e| HfError::BadConfig {
+        path: path.to_path_buf(),
+        message: format!("not valid JSON: {e}"),
+    })
 }
 
 /// `config.json`'s `architectures`, joined, for error messages.

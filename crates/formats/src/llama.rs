@@ -70,11 +70,7 @@ impl LlamaConfig {
 
     /// `config.json`'s text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, HfError> {
-        let json: Value = serde_json::from_str(text).map_err(|e| HfError::BadConfig {
-            path: path.to_path_buf(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        Self::from_json(&json, path)
+        Self::from_json(&crate::parse_json(text, path)?, path)
     }
 
     pub(crate) fn from_json(json: &Value, path: &Path) -> Result<Self, HfError> {

@@ -158,14 +158,8 @@ impl Tensors<'_> {
         self.files[at].0
     }
 
-    /// Tensor `name` as f32 values in the file's (row-major) order, checked to have shape
-    /// `expected`; with `crop_rows`, a tensor with more rows is cut to `expected[0]` of them.
-    pub(crate) fn take(
-        &mut self,
-        name: &str,
-        expected: &[usize],
-        crop_rows: bool,
-    ) -> Result<Vec<f32>, HfError> {
+    /// Tensor `name` and the file that holds it.
+    fn view(&self, name: &str) -> Result<(PathBuf, safetensors::tensor::TensorView<'_>), HfError> {
         let path = self.path_of(name).to_path_buf();
         let view = self
             .by_name
@@ -175,6 +169,18 @@ impl Tensors<'_> {
                 path: path.clone(),
                 name: name.to_string(),
             })?;
+        Ok((path, view))
+    }
+
+    /// Tensor `name` as f32 values in the file's (row-major) order, checked to have shape
+    /// `expected`; with `crop_rows`, a tensor with more rows is cut to `expected[0]` of them.
+    pub(crate) fn take(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+        crop_rows: bool,
+    ) -> Result<Vec<f32>, HfError> {
+        let (path, view) = self.view(name)?;
         let shape = view.shape();
         let rows_fit = crop_rows
             && shape.len() == expected.len()
@@ -211,15 +217,7 @@ impl Tensors<'_> {
         out_width: usize,
         first_column: usize,
     ) -> Result<(), HfError> {
-        let path = self.path_of(name).to_path_buf();
-        let view = self
-            .by_name
-            .get(name)
-            .and_then(|&at| self.files[at].1.tensor(name).ok())
-            .ok_or_else(|| HfError::Missing {
-                path: path.clone(),
-                name: name.to_string(),
-            })?;
+        let (path, view) = self.view(name)?;
         if view.shape() != [rows, cols] {
             return Err(HfError::Shape {
                 path,

@@ -3,15 +3,15 @@
 //! out as it is sampled, and the keys and values of the whole conversation stay cached between
 //! turns, so a turn costs only its new tokens.
 
-use super::{check_memory, run_backend};
+use super::{generation_backend, sampling};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use tinygpt_model::{ReplyEnd, Sampler, Sampling};
+use tinygpt_model::{ReplyEnd, Sampler};
 use tinygpt_tokenizer::{AnyTokenizer, ChatMessage, HfTokenizer, TextStream, Tokenizer};
-use tinygpt_train::{open_run, BackendKind, MemoryEstimate};
+use tinygpt_train::{open_run, BackendKind};
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -58,45 +58,15 @@ pub fn chat_tokenizer(tokenizer: &AnyTokenizer) -> Result<&HfTokenizer> {
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
-    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
-        bail!(
-            "--temperature must be 0 or positive, got {}",
-            args.temperature
-        );
-    }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        bail!("--top-p must be in (0, 1], got {}", args.top_p);
-    }
-    if args.top_k == Some(0) {
-        bail!("--top-k must be at least 1");
-    }
+    let sampling = sampling(args.temperature, args.top_k, Some(args.top_p))?;
     let run = open_run(&args.model)?;
     let tokenizer = chat_tokenizer(&run.tokenizer)?;
-    let backend = args.backend.unwrap_or_else(|| {
-        run.backend()
-            .and_then(run_backend)
-            .filter(|&kind| tinygpt_backends::compiled_in(kind))
-            .unwrap_or_default()
-    });
-    check_memory(
-        &MemoryEstimate::generation(&run.model, backend),
-        backend,
-        "generation",
-        "The model is too large for this machine's memory",
-        args.skip_memory_check,
-    )?;
+    let backend = generation_backend(&run, args.backend, args.skip_memory_check)?;
     let engine = tinygpt_backends::engine(backend, None)?;
     let model = engine
         .load(&run)
         .with_context(|| format!("loading weights from {}", run.path.display()))?;
-    let mut sampler = Sampler::new(
-        Sampling {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: Some(args.top_p),
-        },
-        args.seed,
-    );
+    let mut sampler = Sampler::new(sampling, args.seed);
     let mut conversation = model.conversation();
     let mut messages: Vec<ChatMessage> = args
         .system

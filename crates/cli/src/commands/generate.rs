@@ -1,17 +1,17 @@
 //! `tinygpt generate`: continue a prompt with a trained run, a checkpoint, or a Hugging Face
 //! model, streaming the text as it is sampled.
 
-use super::{check_memory, run_backend};
+use super::{generation_backend, sampling};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use tinygpt_model::{Sampler, Sampling};
+use tinygpt_model::Sampler;
 use tinygpt_tokenizer::{ChatMessage, TextStream, Tokenizer};
 use tinygpt_train::activity::{self, Phase};
 use tinygpt_train::memory::human_bytes;
-use tinygpt_train::{open_run, BackendKind, MemoryEstimate};
+use tinygpt_train::{open_run, BackendKind};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -58,36 +58,10 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
-        bail!(
-            "--temperature must be 0 or positive, got {}",
-            args.temperature
-        );
-    }
-    if args.top_k == Some(0) {
-        bail!("--top-k must be at least 1");
-    }
-    if let Some(p) = args.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            bail!("--top-p must be in (0, 1], got {p}");
-        }
-    }
+    let sampling = sampling(args.temperature, args.top_k, args.top_p)?;
     let run = open_run(&args.run)?;
-    // The run's own backend reproduces what it computed; a run trained on a GPU still generates
-    // on a machine or build without one.
-    let backend = args.backend.unwrap_or_else(|| {
-        run.backend()
-            .and_then(run_backend)
-            .filter(|&kind| tinygpt_backends::compiled_in(kind))
-            .unwrap_or_default()
-    });
-    check_memory(
-        &MemoryEstimate::generation(&run.model, backend),
-        backend,
-        "generation",
-        "The model is too large for this machine's memory",
-        args.skip_memory_check,
-    )?;
+    // A run trained on a GPU still generates on a machine or build without one.
+    let backend = generation_backend(&run, args.backend, args.skip_memory_check)?;
     let unknown = run.tokenizer.unknown_chars(&args.prompt);
     if !unknown.is_empty() {
         let listed: Vec<String> = unknown.iter().map(|c| format!("{c:?}")).collect();
@@ -130,14 +104,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .load(&run)
         .with_context(|| format!("loading weights from {}", run.path.display()))?;
     let loaded = started.elapsed();
-    let mut sampler = Sampler::new(
-        Sampling {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-        },
-        args.seed,
-    );
+    let mut sampler = Sampler::new(sampling, args.seed);
     activity::enter(Phase::Sampling, run.step());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

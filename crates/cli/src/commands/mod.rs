@@ -10,6 +10,8 @@ pub mod train;
 
 use anyhow::{bail, Result};
 use std::path::Path;
+use tinygpt_model::Sampling;
+use tinygpt_train::LoadedRun;
 use tinygpt_train::{available_memory, judge, prepare, BackendKind, MemoryEstimate, Prepared};
 use tinygpt_train::{RunConfig, Verdict};
 
@@ -49,6 +51,50 @@ fn check_memory(
         }
         Verdict::TooBig(message) => bail!("{message}; --skip-memory-check tries anyway"),
     }
+}
+
+/// The sampling options `generate` and `chat` share, checked.
+fn sampling(temperature: f64, top_k: Option<usize>, top_p: Option<f64>) -> Result<Sampling> {
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        bail!("--temperature must be 0 or positive, got {temperature}");
+    }
+    if top_k == Some(0) {
+        bail!("--top-k must be at least 1");
+    }
+    if let Some(p) = top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            bail!("--top-p must be in (0, 1], got {p}");
+        }
+    }
+    Ok(Sampling {
+        temperature,
+        top_k,
+        top_p,
+    })
+}
+
+/// The backend a model generates on: `requested`, else the one it trained on (reproducing
+/// what it computed) if this build has it, else the default; once the memory generation needs
+/// is checked.
+fn generation_backend(
+    run: &LoadedRun,
+    requested: Option<BackendKind>,
+    skip_memory_check: bool,
+) -> Result<BackendKind> {
+    let backend = requested.unwrap_or_else(|| {
+        run.backend()
+            .and_then(run_backend)
+            .filter(|&kind| tinygpt_backends::compiled_in(kind))
+            .unwrap_or_default()
+    });
+    check_memory(
+        &MemoryEstimate::generation(&run.model, backend),
+        backend,
+        "generation",
+        "The model is too large for this machine's memory",
+        skip_memory_check,
+    )?;
+    Ok(backend)
 }
 
 /// The backend a checkpoint records (`None` for a name this build does not know).
