@@ -255,33 +255,8 @@ fn group_digits(n: usize) -> String {
     out
 }
 
-/// Text needs a TrueType font; these are common system locations.
-const FONT_CANDIDATES: [&str; 3] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/Library/Fonts/Arial Unicode.ttf",
-];
-
-fn register_font() -> Result<()> {
-    let path = std::env::var("TINYGPT_FONT")
-        .ok()
-        .or_else(|| {
-            FONT_CANDIDATES
-                .iter()
-                .find(|p| Path::new(p).exists())
-                .map(|p| p.to_string())
-        })
-        .context(
-            "no TrueType font found for the chart: install DejaVu fonts \
-             (e.g. `apt-get install fonts-dejavu-core`) or set TINYGPT_FONT=/path/to/font.ttf",
-        )?;
-    let bytes: &'static [u8] = Box::leak(std::fs::read(&path)?.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-        .map_err(|_| anyhow::anyhow!("{path} is not a usable TrueType font"))
-}
-
 fn draw_chart(stages: &[Stage], path: &Path, backend: &str) -> Result<()> {
-    register_font()?;
+    tinygpt_plot::register_font();
     let max_step = stages
         .iter()
         .flat_map(|s| s.curve.iter().map(|p| p.0))

@@ -4,7 +4,7 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, chat, eval, export, generate, info, train};
+use commands::{bench, chat, eval, export, generate, info, plot, train};
 use std::process::ExitCode;
 
 /// Train and sample GPT language models (the "GPT from scratch" tutorial's character models,
@@ -44,6 +44,9 @@ enum Command {
     /// Write a GPT-2- or Llama-shaped model as a Hugging Face directory (config.json,
     /// model.safetensors, and a Llama's tokenizer files) that `from_pretrained` loads.
     Export(export::ExportArgs),
+    /// Draw runs side by side (one curve each) by step, seconds or tokens seen, on any metric
+    /// of their metrics.csv, into a .png or .svg. Every run also draws its own loss.png.
+    Plot(plot::PlotArgs),
     /// Time training steps (forward, backward, AdamW) of a config's model on random tokens, or
     /// with --generation a model's generation (prefill and new tokens).
     Bench(bench::BenchArgs),
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Plot(args) => plot::run(args).map(|()| ExitCode::SUCCESS),
     });
     match result {
         Ok(code) => code,

@@ -636,6 +636,7 @@ fn train_replica<B: AutodiffBackend>(
     };
     let summary_json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     write_run_file(&run_dir.join("summary.json"), &summary_json)?;
+    draw_charts(run_dir);
     if options.verbose {
         println!(
             "--- sample ({} characters) ---\n{sample}\n---",
@@ -839,7 +840,16 @@ impl Checkpointer<'_> {
             checkpoint.write_atomic(&self.run_dir.join(CHECKPOINT_DIR).join(BEST_CHECKPOINT))?;
         }
         prune_step_checkpoints(self.run_dir, self.prepared.config.training.keep_checkpoints);
+        draw_charts(self.run_dir);
         Ok(())
+    }
+}
+
+/// `loss.png` and `loss.svg` from the run's metrics so far. A chart that cannot be drawn is a
+/// warning: it never stops a run.
+fn draw_charts(run_dir: &Path) {
+    if let Err(e) = tinygpt_plot::write_run_charts(run_dir) {
+        eprintln!("warning: no loss chart: {e}");
     }
 }
 

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod info;
+pub mod plot;
 pub mod train;
 
 use anyhow::{bail, Result};

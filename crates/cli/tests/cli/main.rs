@@ -6,3 +6,4 @@ mod common;
 mod devices;
 mod gpt2;
 mod llama;
+mod plot;
