@@ -3,6 +3,7 @@
 //! one. Tests that depend on a backend's process-wide random generator being theirs alone are in
 //! `tests/seeded` instead.
 
+mod attention_maps;
 mod backends;
 mod causal_mask;
 mod configs;

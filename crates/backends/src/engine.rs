@@ -10,6 +10,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Duration;
 use tinygpt_data::Split;
+use tinygpt_layers::AttentionMap;
 use tinygpt_model::{Conversation, LanguageModel, ModelConfig, ReplyEnd, Sampler};
 use tinygpt_tokenizer::AnyTokenizer;
 use tinygpt_train::bench::{StepPlan, StepTiming};
@@ -73,6 +74,10 @@ pub trait Model {
 
     /// The logits of every position of `tokens` (`[len][vocab]`), from scratch.
     fn logits(&self, tokens: &[usize]) -> Vec<Vec<f32>>;
+
+    /// The attention weights of every attention layer for `tokens` (at most `block_size`), each
+    /// with its layer's index.
+    fn attention_maps(&self, tokens: &[usize]) -> Vec<(usize, AttentionMap)>;
 
     /// The mean loss over every token of a split of `prepared`'s corpus.
     fn split_loss(&self, prepared: &Prepared, split: Split) -> f64;
@@ -276,6 +281,13 @@ impl<B: Backend> Model for Loaded<B> {
             .to_vec()
             .expect("f32 logits");
         values.chunks(vocab).map(<[f32]>::to_vec).collect()
+    }
+
+    fn attention_maps(&self, tokens: &[usize]) -> Vec<(usize, AttentionMap)> {
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, tokens.len()]), &self.device);
+        self.model.attention_maps(ids)
     }
 
     fn split_loss(&self, prepared: &Prepared, split: Split) -> f64 {

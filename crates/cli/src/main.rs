@@ -4,7 +4,7 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, chat, eval, export, generate, info, plot, train};
+use commands::{attention, bench, chat, eval, export, generate, info, plot, train};
 use std::process::ExitCode;
 
 /// Train and sample GPT language models (the "GPT from scratch" tutorial's character models,
@@ -47,6 +47,9 @@ enum Command {
     /// Draw runs side by side (one curve each) by step, seconds or tokens seen, on any metric
     /// of their metrics.csv, into a .png or .svg. Every run also draws its own loss.png.
     Plot(plot::PlotArgs),
+    /// Draw what each head attends to: the attention weights of every layer and head for a
+    /// prompt, as a grid of heatmaps with the tokens on both axes.
+    Attention(attention::AttentionArgs),
     /// Time training steps (forward, backward, AdamW) of a config's model on random tokens, or
     /// with --generation a model's generation (prefill and new tokens).
     Bench(bench::BenchArgs),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Plot(args) => plot::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Attention(args) => attention::run(args).map(|()| ExitCode::SUCCESS),
     });
     match result {
         Ok(code) => code,

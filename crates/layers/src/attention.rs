@@ -16,6 +16,12 @@ pub fn causal_attention<B: Backend>(
     v: Tensor<B, 4>,
     dropout: &Dropout,
 ) -> Tensor<B, 4> {
+    tinygpt_kernels::dropout(dropout, causal_weights(q, k)).matmul(v)
+}
+
+/// The attention weights of [`causal_attention`]: `softmax(q kᵀ / sqrt(head_size) + causal
+/// mask)`, `[batch, heads, queries, keys]`, each row summing to 1 over the positions it sees.
+pub fn causal_weights<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>) -> Tensor<B, 4> {
     let [_, _, queries, head_size] = q.dims();
     let keys = k.dims()[2];
     let past = keys - queries;
@@ -36,8 +42,68 @@ pub fn causal_attention<B: Backend>(
             .unsqueeze::<4>();
         scores + bias
     };
-    let weights = softmax(scores, 3);
-    tinygpt_kernels::dropout(dropout, weights).matmul(v)
+    softmax(scores, 3)
+}
+
+/// One attention layer's weights for the first sequence of a batch: `weights[h][i][j]` is how
+/// much query head `h` at position `i` attends to position `j` (0 for `j > i`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionMap {
+    pub heads: usize,
+    pub time: usize,
+    /// `[heads, time, time]`, row-major.
+    pub weights: Vec<f32>,
+}
+
+impl AttentionMap {
+    /// Row `i` of head `h`.
+    pub fn row(&self, head: usize, i: usize) -> &[f32] {
+        let at = (head * self.time + i) * self.time;
+        &self.weights[at..at + self.time]
+    }
+}
+
+std::thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Vec<AttentionMap>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, keeping the attention weights of every attention layer it runs without a cache, in
+/// the order they run. Outside such a call nothing is kept or computed: training and generation
+/// pay one thread-local check per attention layer.
+pub fn capture_attention<R>(f: impl FnOnce() -> R) -> (R, Vec<AttentionMap>) {
+    let outer = CAPTURED.with(|c| c.replace(Some(Vec::new())));
+    let result = f();
+    let maps = CAPTURED.with(|c| c.replace(outer)).unwrap_or_default();
+    (result, maps)
+}
+
+/// The weights `qkv`'s queries give its keys, for [`capture_attention`].
+fn record<B: Backend>(qkv: &Tensor<B, 3>, heads: Heads) {
+    if !CAPTURED.with(|c| c.borrow().is_some()) {
+        return;
+    }
+    let [batch, time, width] = qkv.dims();
+    let head_size = width / heads.columns();
+    let (query_width, kv_width) = (heads.heads * head_size, heads.kv_heads * head_size);
+    let first = |from: usize, to: usize| qkv.clone().slice([0..1.min(batch), 0..time, from..to]);
+    let q = split_heads(first(0, query_width), heads.heads);
+    let k = split_heads(first(query_width, query_width + kv_width), heads.kv_heads);
+    let weights = causal_weights(q, repeat_kv(k, heads.heads / heads.kv_heads));
+    let weights = weights
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 weights");
+    CAPTURED.with(|c| {
+        if let Some(maps) = c.borrow_mut().as_mut() {
+            maps.push(AttentionMap {
+                heads: heads.heads,
+                time,
+                weights,
+            });
+        }
+    });
 }
 
 /// The keys and values of the positions an attention layer has seen, `[batch, kv_heads, time,
@@ -97,6 +163,9 @@ pub fn fused_causal_attention<B: Backend>(
     cache: Option<&mut Option<KvCache<B>>>,
 ) -> Tensor<B, 3> {
     let Heads { heads: h, kv_heads } = heads;
+    if cache.is_none() {
+        record(&qkv, heads);
+    }
     let qkv = match cache {
         // Without a cache, the CPU backends run one fused kernel (forward and backward).
         None => match tinygpt_kernels::attention(qkv, h, kv_heads, dropout) {

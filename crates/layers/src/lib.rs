@@ -30,7 +30,7 @@ pub mod self_attention;
 pub mod swiglu;
 
 pub use activation::Activation;
-pub use attention::KvCache;
+pub use attention::{capture_attention, AttentionMap, KvCache};
 pub use block::{Block, BlockConfig, BlockSpec};
 pub use context::{LayerContext, LayerError};
 pub use feedforward::{FeedForward, FeedForwardConfig, FeedForwardSpec};

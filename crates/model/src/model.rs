@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use std::ops::ControlFlow;
-use tinygpt_layers::{KvCache, Layer};
+use tinygpt_layers::{capture_attention, AttentionMap, KvCache, Layer};
 
 /// `idx -> token_embedding (+ position_embedding) -> layers -> lm_head -> logits`.
 #[derive(Module, Debug)]
@@ -34,6 +34,19 @@ impl<B: Backend> LanguageModel<B> {
             x = layer.forward(x);
         }
         self.logits(x)
+    }
+
+    /// The attention weights of every attention layer for the sequence `idx` (`[1, time]`),
+    /// each with the index of the layer it belongs to (a Block holds one attention layer).
+    pub fn attention_maps(&self, idx: Tensor<B, 2, Int>) -> Vec<(usize, AttentionMap)> {
+        let mut x = self.embed(idx, 0);
+        let mut maps = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (out, captured) = capture_attention(|| layer.forward(x));
+            maps.extend(captured.into_iter().map(|map| (i, map)));
+            x = out;
+        }
+        maps
     }
 
     /// The same model for a shorter context: the first `block_size` position embeddings are

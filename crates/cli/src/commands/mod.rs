@@ -1,5 +1,6 @@
 //! One module per `tinygpt` command, and what several of them share.
 
+pub mod attention;
 pub mod bench;
 pub mod chat;
 pub mod eval;

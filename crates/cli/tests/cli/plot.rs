@@ -79,3 +79,124 @@ fn runs_draw_their_curves_and_plot_compares_them() {
         &[".png or .svg"],
     );
 }
+
+#[test]
+fn attention_draws_every_head_of_every_kind_of_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("corpus.txt"),
+        "to be or not to be,\nthat is the question. ".repeat(60),
+    )
+    .unwrap();
+    train(d, "small", 8);
+    let out = tinygpt(
+        &[
+            "attention",
+            "runs/small",
+            "--prompt",
+            "to be\nor",
+            "-o",
+            "attn.png",
+            "--json",
+            "attn.json",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 heatmaps of 8 tokens"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(png_size(&d.join("attn.png")).0 > 0);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("attn.json")).unwrap()).unwrap();
+    assert_eq!(json["tokens"][2], "␣");
+    assert_eq!(json["tokens"][5], "⏎");
+    let rows = json["maps"][1]["weights"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    let last: f64 = rows[7]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((last - 1.0).abs() < 1e-5, "{last}");
+
+    // One head, as SVG.
+    let out = tinygpt(
+        &[
+            "attention",
+            "runs/small",
+            "--prompt",
+            "to be",
+            "--layer",
+            "0",
+            "--head",
+            "1",
+            "-o",
+            "head.svg",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(d.join("head.svg"))
+        .unwrap()
+        .contains("layer 0, head 1"));
+
+    // A Llama-family directory: grouped-query heads with rotary positions.
+    let qwen2 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../reference/fixtures/llama/qwen2");
+    let out = tinygpt(
+        &[
+            "attention",
+            qwen2.to_str().unwrap(),
+            "--prompt",
+            "The little model",
+            "-o",
+            "qwen.png",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("8 heatmaps"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // What cannot be drawn.
+    assert_fails_with(
+        &tinygpt(
+            &["attention", "runs/small", "--prompt", "to be or not to be"],
+            d,
+        ),
+        &["18 tokens", "at most 8"],
+    );
+    assert_fails_with(
+        &tinygpt(
+            &["attention", "runs/small", "--prompt", "to", "--head", "2"],
+            d,
+        ),
+        &["head 2", "0 to 1"],
+    );
+    assert_fails_with(
+        &tinygpt(
+            &["attention", "runs/small", "--prompt", "to", "--layer", "1"],
+            d,
+        ),
+        &["layer 1 has no attention", "0"],
+    );
+    let bigram =
+        "(model: (block_size: 8, layers: []), data: (corpus: File(path: \"corpus.txt\")), \
+        training: (batch_size: 4, max_iters: 2, learning_rate: 1e-2, eval_interval: 2, \
+        eval_iters: 1, sample_tokens: 5))";
+    std::fs::write(d.join("bigram.ron"), bigram).unwrap();
+    assert!(tinygpt(&["train", "bigram.ron", "--quiet"], d)
+        .status
+        .success());
+    assert_fails_with(
+        &tinygpt(&["attention", "runs/bigram", "--prompt", "to"], d),
+        &["no attention layer"],
+    );
+}
