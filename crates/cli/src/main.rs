@@ -4,7 +4,7 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use commands::{attention, bench, chat, eval, export, generate, info, plot, train};
+use commands::{attention, bench, chat, eval, export, generate, info, plot, train, watch};
 use std::process::ExitCode;
 
 /// Train and sample GPT language models (the "GPT from scratch" tutorial's character models,
@@ -50,6 +50,9 @@ enum Command {
     /// Draw what each head attends to: the attention weights of every layer and head for a
     /// prompt, as a grid of heatmaps with the tokens on both axes.
     Attention(attention::AttentionArgs),
+    /// Follow a run's loss curves in the terminal as it trains (from another terminal; `train
+    /// --live` draws the same in its own).
+    Watch(watch::WatchArgs),
     /// Time training steps (forward, backward, AdamW) of a config's model on random tokens, or
     /// with --generation a model's generation (prefill and new tokens).
     Bench(bench::BenchArgs),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Plot(args) => plot::run(args).map(|()| ExitCode::SUCCESS),
         Command::Attention(args) => attention::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Watch(args) => watch::run(args).map(|()| ExitCode::SUCCESS),
     });
     match result {
         Ok(code) => code,

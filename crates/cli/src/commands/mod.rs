@@ -9,6 +9,7 @@ pub mod generate;
 pub mod info;
 pub mod plot;
 pub mod train;
+pub mod watch;
 
 use anyhow::{bail, Result};
 use std::path::Path;

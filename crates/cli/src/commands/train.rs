@@ -40,6 +40,10 @@ pub struct TrainArgs {
     /// Print only the final summary.
     #[arg(long)]
     quiet: bool,
+    /// Draw the loss curves in the terminal as they grow (instead of the progress bar and the
+    /// evaluation lines); `tinygpt watch RUN` shows the same from another terminal.
+    #[arg(long, conflicts_with = "quiet")]
+    live: bool,
     /// Data-parallel training: a number of peers on flex or ndarray (`2`), or the GPUs to use on
     /// CUDA (`0,1,2,3`, `0-7`, or one index). The config's batch is the global batch; each peer
     /// takes its share [default: one device].
@@ -221,14 +225,27 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     )?;
     let options = TrainOptions {
         run_dir,
-        progress: !args.quiet,
-        verbose: !args.quiet,
+        progress: !args.quiet && !args.live,
+        verbose: !args.quiet && !args.live,
         stop: Some(install_stop_handler()?),
         resume,
     };
     let node_rank = cluster.node_rank;
     let engine = tinygpt_backends::engine(backend, args.parallel().then_some(&devices))?;
-    let report = match engine.train(&prepared, &options, &cluster) {
+    let stop_view = std::sync::atomic::AtomicBool::new(false);
+    let trained = std::thread::scope(|scope| {
+        if args.live {
+            let run_dir = options.run_dir.clone();
+            let stop = &stop_view;
+            scope.spawn(move || {
+                super::watch::follow(&run_dir, stop, std::time::Duration::from_millis(500), false)
+            });
+        }
+        let trained = engine.train(&prepared, &options, &cluster);
+        stop_view.store(true, std::sync::atomic::Ordering::Relaxed);
+        trained
+    });
+    let report = match trained {
         Ok(report) => report,
         Err(error) => {
             let TrainError::Interrupted {

@@ -200,3 +200,46 @@ fn attention_draws_every_head_of_every_kind_of_model() {
         &["no attention layer"],
     );
 }
+
+#[test]
+fn live_and_watch_draw_the_curves_in_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("corpus.txt"),
+        "to be or not to be, that is the question. ".repeat(60),
+    )
+    .unwrap();
+    let config = "(model: (n_embd: 8, block_size: 8, layers: [Block(n_head: 2), LayerNorm()]), \
+        data: (corpus: File(path: \"corpus.txt\")), training: (batch_size: 4, max_iters: 20, \
+        learning_rate: 1e-2, eval_interval: 5, eval_iters: 2, sample_tokens: 5))";
+    std::fs::write(d.join("live.ron"), config).unwrap();
+    let out = tinygpt(&["train", "live.ron", "--live"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    // Not a terminal: each new state below the last (a run this short may finish between two
+    // looks), the final one with the whole-split loss.
+    assert!(stderr.contains("step (. train, o val)"), "{stderr}");
+    assert!(
+        stderr.contains("live: step 20") && stderr.contains("whole val split"),
+        "{stderr}"
+    );
+    assert!(
+        !text(&out.stdout).contains("step 5: train loss"),
+        "no evaluation lines"
+    );
+    assert!(text(&out.stdout).contains("done: 20 steps"));
+
+    // `watch` on a finished run draws it once and returns.
+    let out = tinygpt(&["watch", "runs/live"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("whole val split") && stderr.contains("Ctrl-C"),
+        "{stderr}"
+    );
+    assert_fails_with(
+        &tinygpt(&["watch", "runs/nothing"], d),
+        &["not a directory"],
+    );
+}
