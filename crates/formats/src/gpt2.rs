@@ -9,7 +9,7 @@
 //! every name with `transformer.`; the hub's original `gpt2` files do not, and carry the
 //! attention mask as `attn.bias` / `attn.masked_bias` buffers, which are not parameters.
 
-use crate::tensors::{serialize, Tensors, WeightFiles};
+use crate::tensors::{f32_values, serialize, Tensors, WeightFiles};
 use crate::{write_file, HfError, CONFIG_FILE, WEIGHTS_FILE};
 use burn::module::Param;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
@@ -404,13 +404,7 @@ pub fn hf_tensors<B: Backend>(
     model: &LanguageModel<B>,
 ) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
-        let shape = tensor.dims().to_vec();
-        let values = tensor
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 values");
-        (shape, values)
+        (tensor.dims().to_vec(), f32_values(tensor))
     }
     let mut out = BTreeMap::new();
     let mut put = |name: String, tensor: (Vec<usize>, Vec<f32>)| {

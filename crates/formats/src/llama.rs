@@ -12,7 +12,10 @@
 //! of its fused `gate_up`; Qwen2 has a bias on q/k/v only; `lm_head.weight` is absent when the
 //! head is tied to `embed_tokens`.
 
-use crate::tensors::{serialize, transpose, SafetensorsDtype, Tensors, WeightFiles};
+use crate::tensors::{
+    f32_values as values, serialize, transpose, transpose_into, SafetensorsDtype, Tensors,
+    WeightFiles,
+};
 use crate::{write_file, HfError, CONFIG_FILE, WEIGHTS_FILE};
 use burn::module::Param;
 use burn::nn::Linear;
@@ -491,8 +494,8 @@ fn load_fused<B: Backend>(
     let mut weight = vec![0.0; d_in * d_out];
     let mut column = 0;
     for (name, out) in parts {
-        let name = format!("{name}.weight");
-        tensors.take_transposed_into(&name, [*out, d_in], &mut weight, d_out, column)?;
+        let part = tensors.take(&format!("{name}.weight"), &[*out, d_in], false)?;
+        transpose_into(&part, [*out, d_in], &mut weight, d_out, column);
         column += out;
     }
     linear.weight = tensor(weight, [d_in, d_out], device);
@@ -622,13 +625,6 @@ pub fn load_model<B: Backend>(
 pub fn hf_tensors<B: Backend>(
     model: &LanguageModel<B>,
 ) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-        tensor
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 values")
-    }
     let mut out = BTreeMap::new();
     // One Burn Linear `[d_in, Σ out_k]` back into `nn.Linear`s `[out_k, d_in]`.
     let mut split = |linear: &Linear<B>, parts: &[(String, usize)]| {

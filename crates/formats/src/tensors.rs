@@ -3,6 +3,7 @@
 //! names reported; and a float32 or bfloat16 file written from named tensors.
 
 use crate::{HfError, INDEX_FILE, WEIGHTS_FILE};
+use burn::tensor::{backend::Backend, Tensor};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -205,71 +206,6 @@ impl Tensors<'_> {
         Ok(values)
     }
 
-    /// Tensor `name`, an `nn.Linear` weight `[rows, cols]`, written transposed into columns
-    /// `first_column..first_column + rows` of `out`, a row-major `[cols, out_width]` matrix:
-    /// Burn's Linear layout, read in one pass with no buffer between (loading a model then
-    /// costs little more than its final weights' pages).
-    pub(crate) fn take_transposed_into(
-        &mut self,
-        name: &str,
-        [rows, cols]: [usize; 2],
-        out: &mut [f32],
-        out_width: usize,
-        first_column: usize,
-    ) -> Result<(), HfError> {
-        let (path, view) = self.view(name)?;
-        if view.shape() != [rows, cols] {
-            return Err(HfError::Shape {
-                path,
-                name: name.to_string(),
-                found: view.shape().to_vec(),
-                expected: vec![rows, cols],
-            });
-        }
-        let bytes = view.data();
-        let into = |read: &dyn Fn(usize) -> f32, out: &mut [f32]| {
-            const TILE: usize = 32;
-            for r0 in (0..rows).step_by(TILE) {
-                for c0 in (0..cols).step_by(TILE) {
-                    for r in r0..(r0 + TILE).min(rows) {
-                        for c in c0..(c0 + TILE).min(cols) {
-                            out[c * out_width + first_column + r] = read(r * cols + c);
-                        }
-                    }
-                }
-            }
-        };
-        match view.dtype() {
-            Dtype::F32 => into(
-                &|i| f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes")),
-                out,
-            ),
-            Dtype::BF16 => into(
-                &|i| half::bf16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
-                out,
-            ),
-            Dtype::F16 => into(
-                &|i| half::f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32(),
-                out,
-            ),
-            Dtype::F64 => into(
-                &|i| {
-                    f64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes")) as f32
-                },
-                out,
-            ),
-            other => {
-                return Err(HfError::Dtype {
-                    path,
-                    name: name.to_string(),
-                    dtype: format!("{other:?}"),
-                })
-            }
-        }
-        self.used.insert(name.to_string());
-        Ok(())
-    }
-
     /// Names not taken, except those `harmless` accepts, sorted.
     pub(crate) fn leftovers(&self, harmless: impl Fn(&str) -> bool) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -365,20 +301,43 @@ pub(crate) fn serialize(
     })
 }
 
-/// `[rows, cols]` row-major -> `[cols, rows]` row-major, in tiles that stay in cache.
+/// `[rows, cols]` row-major -> `[cols, rows]` row-major.
 pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
     let mut out = vec![0.0; values.len()];
+    transpose_into(values, [rows, cols], &mut out, rows, 0);
+    out
+}
+
+/// `values`, a row-major `[rows, cols]` matrix (an `nn.Linear` weight), written transposed into
+/// columns `first_column..first_column + rows` of `out`, a row-major `[cols, out_width]` one
+/// (Burn's Linear layout; several weights side by side make a fused one). In tiles that stay in
+/// cache.
+pub(crate) fn transpose_into(
+    values: &[f32],
+    [rows, cols]: [usize; 2],
+    out: &mut [f32],
+    out_width: usize,
+    first_column: usize,
+) {
+    const TILE: usize = 32;
     for r0 in (0..rows).step_by(TILE) {
         for c0 in (0..cols).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {
                 for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = values[r * cols + c];
+                    out[c * out_width + first_column + r] = values[r * cols + c];
                 }
             }
         }
     }
-    out
+}
+
+/// A tensor's values as f32, in row-major order.
+pub(crate) fn f32_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 values")
 }
 
 /// Atomic file replacement: readers see the old file or the new one, never a partial write.
