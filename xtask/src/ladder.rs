@@ -6,6 +6,7 @@ use plotters::prelude::*;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tinygpt_plot::group_digits;
 
 /// The tutorial's stages, in order.
 pub const STAGES: [&str; 6] = [
@@ -229,8 +230,8 @@ fn markdown_table(stages: &[Stage]) -> String {
         table.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {:.0} | {} |\n",
             stage.name,
-            group_digits(first.parameters),
-            group_digits(first.steps),
+            group_digits(first.parameters as u64),
+            group_digits(first.steps as u64),
             stage.runs.len(),
             column(|s| Some(s.train_loss)),
             column(|s| Some(s.val_loss)),
@@ -241,18 +242,6 @@ fn markdown_table(stages: &[Stage]) -> String {
         ));
     }
     table
-}
-
-fn group_digits(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn draw_chart(stages: &[Stage], path: &Path, backend: &str) -> Result<()> {

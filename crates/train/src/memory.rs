@@ -260,18 +260,8 @@ impl MemoryEstimate {
     }
 }
 
-/// `1234567` -> `1,234,567`.
-pub fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+/// `1234567` -> `1,234,567` (one helper for every count tinygpt prints or draws).
+pub use tinygpt_plot::group_digits;
 
 /// Bytes in decimal units, three significant digits: `6.21 GB`.
 pub fn human_bytes(bytes: f64) -> String {

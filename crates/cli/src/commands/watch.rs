@@ -19,7 +19,7 @@ pub struct WatchArgs {
     interval: f64,
 }
 
-/// Chart size for this terminal: its width from `COLUMNS` when set, else 72 columns.
+/// The plot's width for this terminal: `COLUMNS` less the labels when set, else 60 columns.
 fn chart_width() -> usize {
     std::env::var("COLUMNS")
         .ok()
