@@ -6,6 +6,11 @@ fixture's, ids below 400), then timed in transformers: from_pretrained, and gree
 of NEW tokens after a prompt of PROMPT tokens, on `torch.set_num_threads(THREADS)`.
 
     python reference/llama_speed.py DIR [--threads 2] [--prompt 64] [--new 64]
+    python reference/llama_speed.py DIR --train-step     # one fine-tuning step, batch 4 x 256
+
+The second times configs/finetune_smollm2.ron's step (forward, backward, AdamW at lr 5e-5,
+weight decay 0.1, betas 0.9/0.99) the way `tinygpt bench configs/finetune_smollm2.ron` does:
+the median of 3 timed steps after a warm-up.
 
 Compare with `tinygpt generate DIR --stats --temperature 0 --ignore-eos ...`, which reports the
 same three times; both sides load from the page cache after the first run.
@@ -35,20 +40,42 @@ def make(directory):
     shutil.copy(os.path.join(HERE, "fixtures/llama/qwen2/tokenizer.json"), directory)
 
 
+def train_step(model):
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1,
+                                  betas=(0.9, 0.99))
+    x = torch.randint(3, 400, (4, 256), generator=torch.Generator().manual_seed(0))
+    times = []
+    for _ in range(4):
+        started = time.perf_counter()
+        model(x, labels=x).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - started)
+    timed = sorted(times[1:])
+    print(json.dumps({"train_step_median_ms": round(timed[1] * 1e3),
+                      "timed_ms": [round(t * 1e3) for t in times[1:]],
+                      "torch": torch.__version__}))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("dir")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--train-step", action="store_true")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(args.dir, "config.json")):
         make(args.dir)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(args.dir, dtype=torch.float32)
-    model.eval()
     loaded = time.perf_counter() - started
+    if args.train_step:
+        train_step(model)
+        return
+    model.eval()
     prompt = torch.randint(3, 400, (1, args.prompt), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         model.generate(prompt, max_new_tokens=2, min_new_tokens=2, do_sample=False)  # warm up
