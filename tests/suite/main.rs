@@ -19,3 +19,4 @@ mod model;
 mod model_kernels;
 mod parity;
 mod recipe;
+mod speedrun;

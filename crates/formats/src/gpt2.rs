@@ -152,6 +152,9 @@ impl HfGpt2Config {
             init: WeightInit::Gpt2 {
                 std: self.initializer_range,
             },
+            zero_init: false,
+            x0_skip: false,
+            logit_softcap: None,
         }
     }
 
@@ -214,6 +217,12 @@ impl Gpt2Shape {
     fn of(config: &ModelConfig) -> Result<Self, String> {
         if !config.position_embedding {
             return Err("the model has no position embedding (GPT-2 learns one)".into());
+        }
+        if config.x0_skip {
+            return Err("the model mixes the embedding into every layer (x0_skip)".into());
+        }
+        if config.logit_softcap.is_some() {
+            return Err("the model soft-caps its logits (logit_softcap)".into());
         }
         if !config.tie_embeddings {
             return Err(

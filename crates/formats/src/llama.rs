@@ -249,6 +249,9 @@ impl LlamaConfig {
             init: WeightInit::Normal {
                 std: self.initializer_range,
             },
+            zero_init: false,
+            x0_skip: false,
+            logit_softcap: None,
         }
     }
 
@@ -407,6 +410,12 @@ impl<'a> LlamaShape<'a> {
     fn of(config: &'a ModelConfig) -> Result<Self, String> {
         if config.position_embedding {
             return Err("the model has a learned position table (Llama has none)".into());
+        }
+        if config.x0_skip {
+            return Err("the model mixes the embedding into every layer (x0_skip)".into());
+        }
+        if config.logit_softcap.is_some() {
+            return Err("the model soft-caps its logits (logit_softcap)".into());
         }
         if !config.lm_head {
             return Err("the model has no lm_head".into());

@@ -1,4 +1,5 @@
-//! The feed-forward layer's non-linearity: the tutorial's ReLU, or GPT-2's GELU.
+//! The feed-forward layer's non-linearity: the tutorial's ReLU, GPT-2's GELU, or the speedrun's
+//! ReLU².
 
 use burn::config::Config;
 use burn::tensor::{activation, backend::Backend, Tensor};
@@ -16,6 +17,9 @@ pub enum Activation {
     Gelu,
     /// `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`, GPT-2's.
     GeluTanh,
+    /// `max(0, x)²` (So et al., Primer, 2021), the GPT speedrun's: as cheap as ReLU, and its
+    /// gradient grows with the input instead of stepping.
+    ReluSquared,
 }
 
 // Burn's `Config` derive re-emits the enum without `#[default]`, so `derive(Default)` cannot be used.
@@ -32,6 +36,7 @@ impl Activation {
             Activation::Relu => activation::relu(x),
             Activation::Gelu => activation::gelu(x),
             Activation::GeluTanh => gelu_tanh(x),
+            Activation::ReluSquared => activation::relu(x).square(),
         }
     }
 
@@ -41,6 +46,7 @@ impl Activation {
             Activation::Relu => "relu",
             Activation::Gelu => "gelu",
             Activation::GeluTanh => "gelu_new",
+            Activation::ReluSquared => "relu2",
         }
     }
 
@@ -50,6 +56,7 @@ impl Activation {
             "relu" => Some(Activation::Relu),
             "gelu" => Some(Activation::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" => Some(Activation::GeluTanh),
+            "relu2" => Some(Activation::ReluSquared),
             _ => None,
         }
     }
@@ -105,5 +112,9 @@ mod tests {
             }
         }
         assert_eq!(run(Activation::Relu), [0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 3.0]);
+        assert_eq!(
+            run(Activation::ReluSquared),
+            [0.0, 0.0, 0.0, 0.0, 0.25, 1.0, 9.0]
+        );
     }
 }

@@ -78,17 +78,22 @@ pub struct FeedForwardConfig {
     /// The projection's init, when it differs from `init` (GPT-2 scales residual projections).
     #[config(default = "None")]
     pub projection_init: Option<WeightInit>,
+    /// Biases on both Linears (the tutorial's have them; Llama's and the speedrun's do not).
+    #[config(default = true)]
+    pub bias: bool,
 }
 
 impl FeedForwardConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> FeedForward<B> {
         let projection_init = self.projection_init.unwrap_or(self.init);
         FeedForward {
-            hidden: self.init.linear(self.d_input, self.d_hidden, true, device),
+            hidden: self
+                .init
+                .linear(self.d_input, self.d_hidden, self.bias, device),
             activation: self.activation,
             projection: self
                 .projection
-                .then(|| projection_init.linear(self.d_hidden, self.d_input, true, device)),
+                .then(|| projection_init.linear(self.d_hidden, self.d_input, self.bias, device)),
             dropout: DropoutConfig::new(self.dropout).init(),
         }
     }
@@ -103,11 +108,11 @@ impl FeedForwardConfig {
 
     pub fn num_params(&self) -> u64 {
         let projection = if self.projection {
-            linear_params(self.d_hidden, self.d_input, true)
+            linear_params(self.d_hidden, self.d_input, self.bias)
         } else {
             0
         };
-        linear_params(self.d_input, self.d_hidden, true).saturating_add(projection)
+        linear_params(self.d_input, self.d_hidden, self.bias).saturating_add(projection)
     }
 
     /// Values a training step keeps for the backward pass (see [`crate::footprint`]): the hidden

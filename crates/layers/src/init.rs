@@ -17,6 +17,11 @@ pub enum WeightInit {
     /// stream (attention's and the feed-forward's output Linear) at `std / sqrt(2 * n_layer)`,
     /// so the residual stream's variance does not grow with depth.
     Gpt2 { std: f64 },
+    /// Every weight and bias zero: the speedrun's init of the projections into the residual
+    /// stream and of the lm_head (`model.zero_init`), so each block starts as the identity and
+    /// the first logits are uniform. Not a whole-model init: a model of zeros never breaks its
+    /// symmetry.
+    Zero,
 }
 
 impl WeightInit {
@@ -32,6 +37,7 @@ impl WeightInit {
         match *self {
             // Burn's default Linear init is PyTorch's (Kaiming uniform, gain 1/sqrt(3)).
             WeightInit::PyTorch => config.init(device),
+            WeightInit::Zero => config.with_initializer(Initializer::Zeros).init(device),
             WeightInit::Normal { std } | WeightInit::Gpt2 { std } => {
                 let mut linear = config
                     .with_initializer(Initializer::Normal { mean: 0.0, std })
@@ -47,6 +53,7 @@ impl WeightInit {
     /// The initializer for a `[vocab, dim]` embedding table.
     pub fn embedding(&self) -> Initializer {
         match *self {
+            WeightInit::Zero => Initializer::Zeros,
             WeightInit::PyTorch => Initializer::Normal {
                 mean: 0.0,
                 std: 1.0,
@@ -70,7 +77,7 @@ impl WeightInit {
     /// The standard deviation of a normal init, if this is one.
     pub fn std(&self) -> Option<f64> {
         match *self {
-            WeightInit::PyTorch => None,
+            WeightInit::PyTorch | WeightInit::Zero => None,
             WeightInit::Normal { std } | WeightInit::Gpt2 { std } => Some(std),
         }
     }

@@ -1,7 +1,7 @@
 //! The Transformer's building blocks, generic over the Burn backend, and the registry that lets a
 //! RON config name them: the tutorial's (`Head`, `MultiHeadAttention`, `FeedForward`, `Block`,
 //! `LayerNorm`) and today's open models' (`RmsNorm`, grouped-query `Attention` with rotary
-//! positions, `SwiGlu`, `LlamaBlock`).
+//! positions, `SwiGlu`, `LlamaBlock`) and the GPT speedrun's (`SpeedrunBlock`).
 //!
 //! Every layer maps `[batch, time, d_in]` to `[batch, time, d_out]` and lives in its own file as a
 //! Burn `XConfig` + `X<B>` pair, plus an `XSpec`: what a config file writes, resolved against the
@@ -27,6 +27,7 @@ pub mod registry;
 pub mod rms_norm;
 pub mod rope;
 pub mod self_attention;
+pub mod speedrun_block;
 pub mod swiglu;
 
 pub use activation::Activation;
@@ -44,6 +45,7 @@ pub use registry::{expand, Layer, LayerConfig, LayerSpec, RepeatSpec, REGISTERED
 pub use rms_norm::{RmsNorm, RmsNormConfig, RmsNormSpec};
 pub use rope::{RopeScaling, RopeSpec};
 pub use self_attention::{Attention, AttentionConfig, AttentionSpec};
+pub use speedrun_block::{SpeedrunBlock, SpeedrunBlockConfig, SpeedrunBlockSpec};
 pub use swiglu::{SwiGlu, SwiGluConfig, SwiGluSpec};
 
 #[cfg(test)]

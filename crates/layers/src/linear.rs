@@ -26,16 +26,19 @@ pub fn per_position<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B
     out.reshape([batch, time, d_out])
 }
 
-/// `activation.forward(per_position(linear, x))`. On flex and ndarray a ReLU runs inside the Linear's
-/// kernel ([`tinygpt_kernels::linear_relu`]).
+/// `activation.forward(per_position(linear, x))`. On flex and ndarray a ReLU (and ReLU²'s ReLU)
+/// runs inside the Linear's kernel ([`tinygpt_kernels::linear_relu`]).
 pub fn per_position_activated<B: Backend>(
     linear: &Linear<B>,
     x: Tensor<B, 3>,
     activation: Activation,
 ) -> Tensor<B, 3> {
-    if activation != Activation::Relu {
-        return activation.forward(per_position(linear, x));
-    }
+    let squared = match activation {
+        Activation::Relu => false,
+        // relu(x)², with the ReLU still inside the Linear's kernel.
+        Activation::ReluSquared => true,
+        other => return other.forward(per_position(linear, x)),
+    };
     let [batch, time, d_in] = x.dims();
     let inputs = (
         x.reshape([batch * time, d_in]),
@@ -43,7 +46,8 @@ pub fn per_position_activated<B: Backend>(
         linear.bias.as_ref().map(|b| b.val()),
     );
     let out = tinygpt_kernels::linear_relu(inputs)
-        .unwrap_or_else(|(x, _, _)| activation.forward(linear.forward(x)));
+        .unwrap_or_else(|(x, _, _)| Activation::Relu.forward(linear.forward(x)));
+    let out = if squared { out.square() } else { out };
     let d_out = out.dims()[1];
     out.reshape([batch, time, d_out])
 }

@@ -15,7 +15,8 @@
 
 use crate::context::{LayerContext, LayerError};
 use crate::{
-    block, feedforward, head, layernorm, llama_block, multihead, rms_norm, self_attention, swiglu,
+    block, feedforward, head, layernorm, llama_block, multihead, rms_norm, self_attention,
+    speedrun_block, swiglu,
 };
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
@@ -31,6 +32,7 @@ layer_registry! {
     Attention => self_attention::AttentionSpec, self_attention::AttentionConfig, self_attention::Attention,
     SwiGlu => swiglu::SwiGluSpec, swiglu::SwiGluConfig, swiglu::SwiGlu,
     LlamaBlock => llama_block::LlamaBlockSpec, llama_block::LlamaBlockConfig, llama_block::LlamaBlock,
+    SpeedrunBlock => speedrun_block::SpeedrunBlockSpec, speedrun_block::SpeedrunBlockConfig, speedrun_block::SpeedrunBlock,
 }
 
 /// `Repeat(n: 30, layer: LlamaBlock(...))`: one layer `n` times over, so a 30-layer model is not
@@ -84,7 +86,8 @@ mod tests {
         let specs = parse(
             "[Head(head_size: 16), MultiHeadAttention(n_head: 4, projection: true), \
              FeedForward(mult: 1, projection: false), Block(n_head: 2), LayerNorm(), RmsNorm(), \
-             Attention(n_head: 4, n_kv_head: 2), SwiGlu(), LlamaBlock(n_head: 2)]",
+             Attention(n_head: 4, n_kv_head: 2), SwiGlu(), LlamaBlock(n_head: 2), \
+             SpeedrunBlock(n_head: 2, activation: ReluSquared, qk_norm: true)]",
         )
         .unwrap();
         let names: Vec<_> = specs.iter().map(LayerSpec::name).collect();
@@ -171,6 +174,7 @@ mod tests {
             "[Attention(n_head: 3)]",
             "[SwiGlu(hidden: 0)]",
             "[LlamaBlock(n_head: 4, n_kv_head: 8)]",
+            "[SpeedrunBlock(n_head: 3)]",
         ] {
             let spec = &parse(text).unwrap()[0];
             assert!(spec.resolve(&ctx, 32).is_err(), "{text} should be rejected");

@@ -1,8 +1,9 @@
 //! The model section of a config ([`ModelSpec`]) and its validated form ([`ModelConfig`]).
 
 use crate::LanguageModel;
+use burn::module::Param;
 use burn::nn::EmbeddingConfig;
-use burn::tensor::backend::Backend;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tinygpt_layers::footprint::linear_params;
 use tinygpt_layers::{LayerConfig, LayerContext, LayerError, LayerSpec, StepShape, WeightInit};
@@ -42,6 +43,18 @@ pub struct ModelSpec {
     pub dropout: f64,
     #[serde(default = "pytorch_init")]
     pub init: WeightInit,
+    /// The projections that write into the residual stream (attention's and the MLP's output
+    /// Linears) and the lm_head start at zero (the GPT speedrun's init): each block starts as
+    /// the identity and the first prediction is uniform.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_init: bool,
+    /// Before every layer, `x = a·x + b·x0` with `x0` the embedding and `a`, `b` learned per
+    /// layer (from 1 and 0): every layer can read the tokens directly (the speedrun's skip).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub x0_skip: bool,
+    /// Logits squashed to `cap · tanh(logits / cap)` (Gemma 2's and the speedrun's soft cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_softcap: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -65,6 +78,14 @@ pub enum ModelError {
     Dropout(f64),
     #[error("model.init: the standard deviation must be positive and finite, got {0}")]
     InitStd(f64),
+    #[error(
+        "model.init: Zero would start every weight at zero, and a model of zeros never learns \
+         different features; to start the residual projections and the head at zero, keep a \
+         random init and set zero_init: true"
+    )]
+    ZeroInit,
+    #[error("model.logit_softcap must be a positive number, got {0}")]
+    Softcap(f64),
     #[error("model.layers[{index}] ({name}): {source}")]
     Layer {
         index: usize,
@@ -121,6 +142,9 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     pub lm_head_bias: bool,
     pub init: WeightInit,
+    pub zero_init: bool,
+    pub x0_skip: bool,
+    pub logit_softcap: Option<f64>,
 }
 
 impl ModelSpec {
@@ -154,6 +178,14 @@ impl ModelSpec {
                 return Err(ModelError::InitStd(std));
             }
         }
+        if self.init == WeightInit::Zero {
+            return Err(ModelError::ZeroInit);
+        }
+        if let Some(cap) = self.logit_softcap {
+            if !(cap > 0.0 && cap.is_finite()) {
+                return Err(ModelError::Softcap(cap));
+            }
+        }
         let specs = tinygpt_layers::expand(&self.layers).map_err(|source| ModelError::Layer {
             index: 0,
             name: "Repeat",
@@ -161,14 +193,23 @@ impl ModelSpec {
         })?;
         let n_layer = specs
             .iter()
-            .filter(|layer| matches!(layer, LayerSpec::Block(_) | LayerSpec::LlamaBlock(_)))
+            .filter(|layer| {
+                matches!(
+                    layer,
+                    LayerSpec::Block(_) | LayerSpec::LlamaBlock(_) | LayerSpec::SpeedrunBlock(_)
+                )
+            })
             .count();
         let ctx = LayerContext {
             n_embd,
             block_size: self.block_size,
             dropout: self.dropout,
             init: self.init,
-            residual_init: self.init.residual(n_layer),
+            residual_init: if self.zero_init {
+                WeightInit::Zero
+            } else {
+                self.init.residual(n_layer)
+            },
         };
         let mut width = n_embd;
         let mut layers = Vec::with_capacity(specs.len());
@@ -207,6 +248,9 @@ impl ModelSpec {
             tie_embeddings: self.tie_embeddings,
             lm_head_bias: self.lm_head_bias,
             init: self.init,
+            zero_init: self.zero_init,
+            x0_skip: self.x0_skip,
+            logit_softcap: self.logit_softcap,
         })
     }
 }
@@ -234,11 +278,21 @@ impl ModelConfig {
                 .map(|layer| layer.config.init(device))
                 .collect(),
             lm_head: (self.lm_head && !self.tie_embeddings).then(|| {
-                self.init
-                    .linear(self.d_final(), self.vocab_size, self.lm_head_bias, device)
+                let init = if self.zero_init {
+                    WeightInit::Zero
+                } else {
+                    self.init
+                };
+                init.linear(self.d_final(), self.vocab_size, self.lm_head_bias, device)
             }),
             tied_head: self.tie_embeddings,
             block_size: self.block_size,
+            x0_mix: self.x0_skip.then(|| {
+                let rows = self.layers.len();
+                let mix: Vec<f32> = (0..rows).flat_map(|_| [1.0, 0.0]).collect();
+                Param::from_tensor(Tensor::from_data(TensorData::new(mix, [rows, 2]), device))
+            }),
+            logit_softcap: self.logit_softcap,
         }
     }
 
@@ -257,6 +311,17 @@ impl ModelConfig {
                 detail: format!("Embedding({}, {})", self.block_size, self.n_embd),
                 shape: format!("[T] -> [T, {}]", self.n_embd),
                 params: linear_params(self.block_size, self.n_embd, false),
+            });
+        }
+        if self.x0_skip {
+            rows.push(LayerSummary {
+                name: "x0_mix".into(),
+                detail: format!(
+                    "{} × (a, b): x = a·x + b·x0 before each layer",
+                    self.layers.len()
+                ),
+                shape: format!("[{}, 2]", self.layers.len()),
+                params: 2 * self.layers.len() as u64,
             });
         }
         for (i, layer) in self.layers.iter().enumerate() {

@@ -18,6 +18,11 @@ pub struct LanguageModel<B: Backend> {
     /// the sum of both uses'.
     pub tied_head: bool,
     pub block_size: usize,
+    /// `[layers, 2]`: before layer `i`, `x = x0_mix[i, 0]·x + x0_mix[i, 1]·x0`, `x0` the
+    /// embedding (`model.x0_skip`).
+    pub x0_mix: Option<Param<Tensor<B, 2>>>,
+    /// `cap · tanh(logits / cap)` (`model.logit_softcap`).
+    pub logit_softcap: Option<f64>,
 }
 
 /// `embedding.forward(ids)`; on ndarray through [`tinygpt_kernels::embedding`].
@@ -29,20 +34,34 @@ fn lookup<B: Backend>(embedding: &Embedding<B>, ids: Tensor<B, 2, Int>) -> Tenso
 impl<B: Backend> LanguageModel<B> {
     /// `[batch, time]` token ids (time ≤ block_size) -> `[batch, time, vocab_size]` logits.
     pub fn forward(&self, idx: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let mut x = self.embed(idx, 0);
-        for layer in &self.layers {
-            x = layer.forward(x);
+        let x0 = self.embed(idx, 0);
+        let mut x = x0.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(self.mix_in_x0(i, x, &x0));
         }
         self.logits(x)
+    }
+
+    /// `a·x + b·x0` with layer `i`'s learned pair, when the model has the embedding skip.
+    fn mix_in_x0(&self, i: usize, x: Tensor<B, 3>, x0: &Tensor<B, 3>) -> Tensor<B, 3> {
+        let Some(mix) = &self.x0_mix else {
+            return x;
+        };
+        let pair = mix.val().slice([i..i + 1, 0..2]);
+        let a = pair.clone().slice([0..1, 0..1]).reshape([1, 1, 1]);
+        let b = pair.slice([0..1, 1..2]).reshape([1, 1, 1]);
+        x * a + x0.clone() * b
     }
 
     /// The attention weights of every attention layer for the sequence `idx` (`[1, time]`),
     /// each with the index of the layer it belongs to (a Block holds one attention layer).
     pub fn attention_maps(&self, idx: Tensor<B, 2, Int>) -> Vec<(usize, AttentionMap)> {
-        let mut x = self.embed(idx, 0);
+        let x0 = self.embed(idx, 0);
+        let mut x = x0.clone();
         let mut maps = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let (out, captured) = capture_attention(|| layer.forward(x));
+            let input = self.mix_in_x0(i, x, &x0);
+            let (out, captured) = capture_attention(|| layer.forward(input));
             maps.extend(captured.into_iter().map(|map| (i, map)));
             x = out;
         }
@@ -89,8 +108,18 @@ impl<B: Backend> LanguageModel<B> {
         }
     }
 
-    /// The lm_head, when there is one; otherwise the last layer's output are the logits.
+    /// The lm_head (or the tied embedding, or the last layer's output), soft-capped if the
+    /// model says so.
     fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let logits = self.raw_logits(x);
+        match self.logit_softcap {
+            Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
+            None => logits,
+        }
+    }
+
+    /// The lm_head, when there is one; otherwise the last layer's output are the logits.
+    fn raw_logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(lm_head) => tinygpt_layers::linear::per_position(lm_head, x),
             None if self.tied_head => {
@@ -139,10 +168,11 @@ impl<B: Backend> LanguageModel<B> {
         cache: &mut GenerationCache<B>,
     ) -> Tensor<B, 3> {
         let [_, new] = idx.dims();
-        let mut x = self.embed(idx, cache.len);
+        let x0 = self.embed(idx, cache.len);
+        let mut x = x0.clone();
         cache.layers.resize_with(self.layers.len(), || None);
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward_cached(x, slot);
+        for (i, (layer, slot)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            x = layer.forward_cached(self.mix_in_x0(i, x, &x0), slot);
         }
         cache.len += new;
         x

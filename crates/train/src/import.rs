@@ -195,7 +195,11 @@ pub fn import_model<B: Backend>(
                 )?;
             }
             Layer::LayerNorm(norm) => import_layer_norm(norm, tensors, &at, device)?,
-            Layer::RmsNorm(_) | Layer::Attention(_) | Layer::SwiGlu(_) | Layer::LlamaBlock(_) => {
+            Layer::RmsNorm(_)
+            | Layer::Attention(_)
+            | Layer::SwiGlu(_)
+            | Layer::LlamaBlock(_)
+            | Layer::SpeedrunBlock(_) => {
                 return Err(ImportError::NotATutorialLayer(i));
             }
         }
