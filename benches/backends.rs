@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::path::Path;
 use tinygpt_backends::{compiled_in, dispatch, BackendKind, BackendTask};
 use tinygpt_model::{LanguageModel, ModelConfig};
-use tinygpt_train::{adamw, apply_update, RunConfig, TrainingSpec};
+use tinygpt_train::{RunConfig, RunOptimizer, TrainingSpec};
 
 // The allocator the `tinygpt` binary uses, so the benches time what users run.
 #[global_allocator]
@@ -62,20 +62,14 @@ impl BackendTask for Bench<'_> {
             })
         });
 
-        // The trainer's own update: its AdamW settings and decoupled weight decay.
+        // The trainer's own update: its optimizer settings and decoupled weight decay.
         let training = self.training;
-        let mut optimizer = adamw::<B>(training);
+        let mut optimizer = RunOptimizer::new(&model, training);
         group.bench_function(format!("train_step/{kind}"), |b| {
             b.iter(|| {
                 let (_, loss) = model.forward_loss(idx.clone(), targets.clone());
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = apply_update(
-                    model.clone(),
-                    &mut optimizer,
-                    grads,
-                    training.learning_rate,
-                    training,
-                );
+                model = optimizer.step(model.clone(), grads, training.learning_rate, training);
                 B::sync(&device).expect("sync");
             })
         });

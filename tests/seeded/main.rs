@@ -3,6 +3,7 @@
 //! these tests take turns ([`one_at_a_time`]) in a binary of their own, where no other test draws
 //! random tensors meanwhile.
 
+mod budget;
 mod parallel;
 mod resume;
 mod seeding;

@@ -30,6 +30,7 @@ fn valid_checkpoint() -> Vec<u8> {
             }),
             best_val_loss: Some(1.6),
             backend: "ndarray".into(),
+            train_time_s: 1.25,
         },
         model: (0..200u8).collect(),
         optimizer: vec![3; 64],

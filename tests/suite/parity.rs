@@ -13,7 +13,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use std::path::Path;
 use tinygpt_model::{LanguageModel, ModelConfig};
 use tinygpt_train::import::{import_model, TorchTensors};
-use tinygpt_train::{adamw, apply_update, grads, RunConfig};
+use tinygpt_train::{grads, RunConfig, RunOptimizer};
 
 const STAGES: [&str; 4] = ["head", "multihead", "feedforward", "transformer"];
 
@@ -138,12 +138,12 @@ fn check_stage<B: AutodiffBackend>(name: &str, backend: &str) {
 
     // Three AdamW steps through the training code path (PyTorch's AdamW defaults).
     let lr = run.training.learning_rate;
-    let mut optimizer = adamw::<B>(&run.training);
+    let mut optimizer = RunOptimizer::new(&model, &run.training);
     let mut model = model;
     for _ in 0..3 {
         let (_, loss) = model.forward_loss(x.clone(), y.clone());
         let g = GradientsParams::from_grads(loss.backward(), &model);
-        model = apply_update(model, &mut optimizer, g, lr, &run.training);
+        model = optimizer.step(model, g, lr, &run.training);
     }
     let expected = parameters(&import_model::<B>(&config, &fixtures, "step3.", &device).unwrap());
     let torch_grads = parameters(&import_model::<B>(&config, &fixtures, "grad.", &device).unwrap());

@@ -136,11 +136,17 @@ fn weight_decay_can_spare_biases_and_layernorm() {
         );
     };
     check(
-        values(&grads::apply_weight_decay(model.clone(), lr, wd, true)),
+        values(&grads::apply_weight_decay(
+            model.clone(),
+            lr,
+            wd,
+            true,
+            None,
+        )),
         true,
     );
     check(
-        values(&grads::apply_weight_decay(model, lr, wd, false)),
+        values(&grads::apply_weight_decay(model, lr, wd, false, None)),
         false,
     );
 }

@@ -2,7 +2,7 @@
 //! estimate so throughput can be compared with the hardware's peak.
 
 use crate::parallel::{self, Cluster};
-use crate::{adamw, apply_update, TrainError, TrainingSpec};
+use crate::{RunOptimizer, TrainError, TrainingSpec};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
@@ -119,7 +119,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
     B::seed(device, 0);
     let mut model: LanguageModel<B> = config.init(device);
     let parameters = model.num_params();
-    let mut optimizer = adamw::<B>(training);
+    let mut optimizer = RunOptimizer::new(&model, training);
     let StepPlan {
         batch_size,
         warmup,
@@ -139,13 +139,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
         let started = Instant::now();
         let (_, loss) = model.forward_loss(x.clone(), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = apply_update(
-            model,
-            &mut optimizer,
-            grads,
-            training.learning_rate,
-            training,
-        );
+        model = optimizer.step(model, grads, training.learning_rate, training);
         B::sync(device).expect("the device finishes the step");
         let took = started.elapsed();
         on_step(i, took);
@@ -230,7 +224,7 @@ pub fn time_parallel_train_steps<B: AutodiffBackend>(
     let results =
         parallel::run_peers::<B, _, _>(devices, &Cluster::default(), |_, device, peer| {
             let mut model = model.clone().fork(device);
-            let mut optimizer = adamw::<B>(training);
+            let mut optimizer = RunOptimizer::new(&model, training);
             let tokens = || {
                 Tensor::<B, 2>::random(
                     [rows, config.block_size],
@@ -248,17 +242,11 @@ pub fn time_parallel_train_steps<B: AutodiffBackend>(
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 B::sync(device).expect("the device finishes the backward pass");
                 let reduce_started = Instant::now();
-                let control = Tensor::zeros([2], device);
+                let control = Tensor::zeros([3], device);
                 let (grads, _) = parallel::all_reduce_gradients(&model, grads, control, peer)?;
                 B::sync(device).expect("the device finishes the all-reduce");
                 let reduce = reduce_started.elapsed();
-                model = apply_update(
-                    model,
-                    &mut optimizer,
-                    grads,
-                    training.learning_rate,
-                    training,
-                );
+                model = optimizer.step(model, grads, training.learning_rate, training);
                 B::sync(device).expect("the device finishes the step");
                 if i >= plan.warmup {
                     steps.push(started.elapsed());

@@ -32,6 +32,9 @@ pub struct CheckpointMeta {
     pub best_val_loss: Option<f64>,
     /// Backend that wrote it (records are portable across backends).
     pub backend: String,
+    /// Training time spent up to `step`, in seconds (what a time budget counts).
+    #[serde(default)]
+    pub train_time_s: f64,
 }
 
 /// A checkpoint read back from disk; the records are decoded by the caller for its backend.
@@ -219,6 +222,7 @@ mod tests {
                 }),
                 best_val_loss: Some(2.1),
                 backend: "ndarray".into(),
+                train_time_s: 0.0,
             },
             model: vec![1, 2, 3, 4, 5],
             optimizer: vec![9; 100],

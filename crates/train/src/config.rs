@@ -1,5 +1,6 @@
 //! The run config: one RON file declaring the architecture, the data and the training run.
 
+use crate::budget::TimeBudget;
 use crate::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -157,7 +158,15 @@ impl Corpus {
 #[serde(deny_unknown_fields)]
 pub struct TrainingSpec {
     pub batch_size: usize,
+    /// Optimizer steps to train; with a `time_budget`, the steps a `Cosine` schedule is written
+    /// in (the budget, not this, ends the run).
+    #[serde(default)]
     pub max_iters: usize,
+    /// Train until this much training time is spent (`"10m"`): evaluations, checkpoints and the
+    /// sample are not counted. Schedules stretch to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_budget: Option<TimeBudget>,
+    /// The learning rate of AdamW (with `muon`, of the embeddings, head, norms and scalars).
     pub learning_rate: f64,
     /// Estimate train/val loss (and checkpoint) every this many steps.
     pub eval_interval: usize,
@@ -167,6 +176,10 @@ pub struct TrainingSpec {
     pub seed: u64,
     #[serde(default)]
     pub optimizer: AdamWSpec,
+    /// Muon for the hidden matrices (every 2-D weight inside the layer stack); AdamW
+    /// (`optimizer`) keeps the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muon: Option<MuonSpec>,
     /// How the learning rate moves over the run (constant by default).
     #[serde(default)]
     pub lr_schedule: LrSchedule,
@@ -194,11 +207,13 @@ impl TrainingSpec {
         Self {
             batch_size: 4,
             max_iters: 0,
+            time_budget: None,
             learning_rate: 3e-5,
             eval_interval: 1,
             eval_iters: 1,
             seed: default_seed(),
             optimizer: AdamWSpec::default(),
+            muon: None,
             lr_schedule: LrSchedule::default(),
             grad_clip: None,
             gradient_accumulation_steps: 1,
@@ -243,6 +258,35 @@ impl Default for AdamWSpec {
             eps: 1e-8,
             weight_decay: 0.01,
             decay_matrices_only: false,
+        }
+    }
+}
+
+/// Muon (MomentUm Orthogonalized by Newton-Schulz, Keller Jordan's): SGD with Nesterov momentum
+/// whose update is orthogonalised by a quintic Newton-Schulz iteration, for 2-D hidden weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MuonSpec {
+    /// Peak learning rate of the Muon group; the schedule scales it as it scales
+    /// `learning_rate`.
+    pub lr: f64,
+    pub momentum: f64,
+    /// Nesterov momentum (the reference's default).
+    pub nesterov: bool,
+    /// Newton-Schulz iterations.
+    pub ns_steps: usize,
+    /// Decoupled weight decay of the Muon group (`lr · weight_decay · W` each step).
+    pub weight_decay: f64,
+}
+
+impl Default for MuonSpec {
+    fn default() -> Self {
+        Self {
+            lr: 0.02,
+            momentum: 0.95,
+            nesterov: true,
+            ns_steps: 5,
+            weight_decay: 0.0,
         }
     }
 }
@@ -344,6 +388,43 @@ impl RunConfig {
             ));
         }
         t.lr_schedule.check(t.learning_rate)?;
+        match t.time_budget {
+            None if t.max_iters == 0 => {
+                return Err("training needs max_iters (steps) or time_budget (e.g. \"10m\")".into())
+            }
+            Some(_) if t.max_iters == 0 && t.lr_schedule.counts_steps_of_the_run() => {
+                return Err(
+                    "training.lr_schedule: a Cosine schedule is written in steps; under a \
+                     time_budget set max_iters to the steps it is written for (it then \
+                     stretches over the budget), or use Wsd, which needs none"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+        if let Some(muon) = &t.muon {
+            if !(muon.lr > 0.0 && muon.lr.is_finite()) {
+                return Err(format!(
+                    "training.muon.lr must be a positive number, got {}",
+                    muon.lr
+                ));
+            }
+            if !(0.0..1.0).contains(&muon.momentum) {
+                return Err(format!(
+                    "training.muon.momentum must be in [0, 1), got {}",
+                    muon.momentum
+                ));
+            }
+            if muon.ns_steps == 0 {
+                return Err("training.muon.ns_steps must be at least 1, got 0".into());
+            }
+            if !(muon.weight_decay >= 0.0 && muon.weight_decay.is_finite()) {
+                return Err(format!(
+                    "training.muon.weight_decay must be zero or positive, got {}",
+                    muon.weight_decay
+                ));
+            }
+        }
         if let Some(clip) = t.grad_clip {
             if !(clip > 0.0 && clip.is_finite()) {
                 return Err(format!(

@@ -2,10 +2,11 @@
 //! clipping by it (as `torch.nn.utils.clip_grad_norm_`), gradient accumulation, and decoupled
 //! weight decay restricted to matrices (as nanoGPT's parameter groups).
 
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
+use std::collections::HashSet;
 
 /// Sum of squares of every gradient, as a one-element tensor (read once, not per parameter).
 struct SquaredNorm<'a, B: AutodiffBackend> {
@@ -115,14 +116,16 @@ pub fn accumulate<B: AutodiffBackend, M: AutodiffModule<B>>(
 
 /// Decoupled weight decay, `p <- p * (1 - lr * weight_decay)`, as AdamW applies it before its
 /// update; `matrices_only` spares biases and LayerNorm parameters (rank 1).
-struct Decay {
+struct Decay<'a> {
     factor: f64,
     matrices_only: bool,
+    /// Parameters another optimizer decays (Muon's group).
+    except: Option<&'a HashSet<ParamId>>,
 }
 
-impl<B: AutodiffBackend> ModuleMapper<B> for Decay {
+impl<B: AutodiffBackend> ModuleMapper<B> for Decay<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if self.matrices_only && D < 2 {
+        if (self.matrices_only && D < 2) || self.except.is_some_and(|ids| ids.contains(&param.id)) {
             return param;
         }
         let factor = self.factor;
@@ -138,6 +141,7 @@ pub fn apply_weight_decay<B: AutodiffBackend, M: AutodiffModule<B>>(
     lr: f64,
     weight_decay: f64,
     matrices_only: bool,
+    except: Option<&HashSet<ParamId>>,
 ) -> M {
     if weight_decay == 0.0 {
         return model;
@@ -145,6 +149,7 @@ pub fn apply_weight_decay<B: AutodiffBackend, M: AutodiffModule<B>>(
     model.map(&mut Decay {
         factor: 1.0 - lr * weight_decay,
         matrices_only,
+        except,
     })
 }
 

@@ -4,12 +4,14 @@
 pub mod activity;
 pub mod backend;
 pub mod bench;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod grads;
 pub mod import;
 pub mod memory;
 pub mod metrics;
+pub mod muon;
 pub mod parallel;
 pub mod schedule;
 pub mod trainer;
@@ -18,14 +20,18 @@ pub mod trainer;
 pub use tinygpt_formats as hf;
 
 pub use backend::{BackendError, BackendKind, Devices};
+pub use budget::TimeBudget;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
-pub use config::{AdamWSpec, ConfigError, Corpus, DataSpec, InitFrom, RunConfig, TrainingSpec};
+pub use config::{
+    AdamWSpec, ConfigError, Corpus, DataSpec, InitFrom, MuonSpec, RunConfig, TrainingSpec,
+};
 pub use memory::{available_memory, judge, MemoryEstimate, Verdict};
+pub use muon::RunOptimizer;
 pub use parallel::{Cluster, ClusterError};
-pub use schedule::LrSchedule;
+pub use schedule::{LrSchedule, Progress};
 pub use trainer::{
-    adamw, apply_update, estimate_loss, full_split_loss, load_model, train, train_parallel,
-    LossEstimate, RunSummary, TrainOptions, TrainReport,
+    estimate_loss, full_split_loss, load_model, train, train_parallel, LossEstimate, RunSummary,
+    TrainOptions, TrainReport,
 };
 
 use burn::tensor::backend::Backend;

@@ -8,10 +8,11 @@ use crate::checkpoint::{
 };
 use crate::metrics::{MetricsRow, MetricsWriter};
 use crate::parallel::{self, Cluster, ClusterError, Peer};
-use crate::{grads, BackendKind, InitFrom, Prepared, RunConfig, TrainError};
+use crate::schedule::Progress;
+use crate::{grads, BackendKind, InitFrom, Prepared, RunConfig, RunOptimizer, TrainError};
 use burn::collective::ReduceOperation;
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
@@ -23,7 +24,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tinygpt_data::Split;
-use tinygpt_kernels::FusedAdamW;
 use tinygpt_model::{LanguageModel, Sampler, Sampling};
 use tinygpt_tokenizer::Tokenizer;
 
@@ -82,8 +82,10 @@ pub struct TrainReport {
     pub last_eval: LossEstimate,
     /// The final model's loss over the whole validation split ([`full_split_loss`]).
     pub val_loss_full: f64,
-    /// Training time, excluding evaluation, checkpointing and sampling.
+    /// Training time of this invocation, excluding evaluation, checkpointing and sampling.
     pub train_time: Duration,
+    /// Tokens trained on over the whole run (every peer's, every micro-batch's).
+    pub tokens_seen: u64,
     pub wall_time: Duration,
     pub tokens_per_sec: f64,
     pub sample: String,
@@ -351,7 +353,7 @@ fn train_replica<B: AutodiffBackend>(
         None => model,
     };
     let parameters = model.num_params();
-    let mut optimizer = adamw::<B>(t);
+    let mut optimizer = RunOptimizer::new(&model, t);
     let mut state = RunState::default();
     let metrics_path = run_dir.join("metrics.csv");
     let mut metrics = match &options.resume {
@@ -359,15 +361,13 @@ fn train_replica<B: AutodiffBackend>(
             .then(|| MetricsWriter::create(&metrics_path))
             .transpose()?,
         Some(checkpoint) => {
-            let record = Recorder32::default()
-                .load(checkpoint.optimizer.clone(), device)
-                .map_err(|e| TrainError::Record(format!("optimizer state: {e}")))?;
-            optimizer = optimizer.load_record(record);
+            optimizer = optimizer.load_bytes(&checkpoint.optimizer, device)?;
             state = RunState {
                 step: checkpoint.meta.step,
                 last_eval: checkpoint.meta.last_eval,
                 best_val: checkpoint.meta.best_val_loss,
                 resumed_at: Some(checkpoint.meta.step),
+                trained: Duration::from_secs_f64(checkpoint.meta.train_time_s.max(0.0)),
             };
             lead.then(|| MetricsWriter::resume(&metrics_path, checkpoint.meta.step))
                 .transpose()?
@@ -392,19 +392,57 @@ fn train_replica<B: AutodiffBackend>(
             bar.suspend(|| println!("{line}"));
         }
     };
-    let bar = progress_bar(t.max_iters, options.progress && lead);
-    bar.set_position(state.step as u64);
+    let budget = t.time_budget;
+    // The run ends when the budget is spent (or, without one, after max_iters steps). Peers
+    // decide on `state.trained`, which they agree on (the mean of their clocks).
+    let finished = |state: &RunState| match budget {
+        Some(budget) => state.trained >= budget.duration(),
+        None => state.step >= t.max_iters,
+    };
+    let lr_at = |state: &RunState| {
+        let progress = match budget {
+            Some(budget) => Progress {
+                step: state.step,
+                fraction: budget.fraction(state.trained),
+            },
+            None => Progress::of_steps(state.step, t.max_iters),
+        };
+        t.lr_schedule
+            .lr_at_progress(progress, t.learning_rate, t.max_iters)
+    };
+    let bar = match budget {
+        Some(budget) => progress_bar(
+            budget.as_secs_f64().ceil() as u64,
+            "s of training",
+            options.progress && lead,
+        ),
+        None => progress_bar(t.max_iters as u64, "", options.progress && lead),
+    };
+    let bar_position = |state: &RunState| match budget {
+        Some(_) => state.trained.as_secs(),
+        None => state.step as u64,
+    };
+    bar.set_position(bar_position(&state));
+    let length = match budget {
+        Some(budget) => {
+            format!("{budget} of training time (evaluations and checkpoints not counted)")
+        }
+        None => format!("{} steps", t.max_iters),
+    };
+    let muon = match optimizer.muon_params() {
+        0 => String::new(),
+        n => format!(", Muon on {n} matrices"),
+    };
     say(
         match state.resumed_at {
             None => format!(
-                "training {parameters} parameters on {on} for {} steps -> {}",
-                t.max_iters,
+                "training {parameters} parameters on {on} for {length}{muon} -> {}",
                 run_dir.display()
             ),
             Some(step) => format!(
-                "resuming {} at step {step} of {} on {on}",
+                "resuming {} at step {step} ({:.1}s trained) of {length} on {on}",
                 run_dir.display(),
-                t.max_iters
+                state.trained.as_secs_f64()
             ),
         },
         &bar,
@@ -418,11 +456,14 @@ fn train_replica<B: AutodiffBackend>(
     let mut window_time = Duration::ZERO;
     let mut window_steps = 0usize;
     let mut steps_run = 0usize;
+    // This replica's own clock; on one device it is `state.trained`.
+    let mut local_trained = state.trained;
     // Peers stop together: at the step the all-reduce says some peer was signalled.
     let mut agreed_stop: Option<i32> = None;
     loop {
         let step = state.step;
-        let eval_due = step.is_multiple_of(t.eval_interval) || step == t.max_iters;
+        let done = finished(&state);
+        let eval_due = step.is_multiple_of(t.eval_interval) || done;
         // A resumed run already logged (or was not due) the evaluation at its first step.
         if eval_due && state.resumed_at != Some(step) {
             activity::enter(Phase::Evaluating, step);
@@ -441,7 +482,7 @@ fn train_replica<B: AutodiffBackend>(
                 step,
                 train_loss: estimate.train,
                 val_loss: estimate.val,
-                lr: t.lr_schedule.lr_at(step, t.learning_rate, t.max_iters),
+                lr: lr_at(&state),
                 tokens_per_sec: if window_time.is_zero() {
                     0.0
                 } else {
@@ -462,7 +503,7 @@ fn train_replica<B: AutodiffBackend>(
             window_time = Duration::ZERO;
             window_steps = 0;
         }
-        if step >= t.max_iters {
+        if done {
             break;
         }
         let stop = match peer {
@@ -496,7 +537,7 @@ fn train_replica<B: AutodiffBackend>(
                 tinygpt_kernels::seed_thread_masks(Some(seed));
             }
         }
-        let lr = t.lr_schedule.lr_at(step, t.learning_rate, t.max_iters);
+        let lr = lr_at(&state);
         // Micro-batches draw in sequence from the step's stream: k micro-batches of n windows
         // are exactly the windows of one batch of k * n.
         let mut rng = stream_rng(t.seed, TRAIN_STREAM, step as u64);
@@ -532,14 +573,22 @@ fn train_replica<B: AutodiffBackend>(
             grads = Some(grads::accumulate(&model, grads, micro_grads));
         }
         let grads = grads.expect("gradient_accumulation_steps >= 1");
+        let mut agreed_trained = None;
         let (grads, reduced_loss) = match peer {
             None => (grads, None),
             Some(peer) => {
-                // [signal, loss]: the mean signal is non-zero when any peer was signalled.
+                // [signal, loss, seconds trained]: the mean signal is non-zero when any peer
+                // was signalled; the mean clock is the one all peers keep to the budget by.
                 let signal = options.stop_signal().unwrap_or(0);
                 let loss = step_loss.take().expect("peers report every step").inner();
+                let clock = (local_trained + step_started.elapsed()).as_secs_f64();
+                let device = loss.device();
                 let control = Tensor::cat(
-                    vec![Tensor::from_floats([signal as f32], &loss.device()), loss],
+                    vec![
+                        Tensor::from_floats([signal as f32], &device),
+                        loss,
+                        Tensor::from_floats([clock as f32], &device),
+                    ],
                     0,
                 );
                 let (grads, control) =
@@ -548,7 +597,8 @@ fn train_replica<B: AutodiffBackend>(
                     .into_data()
                     .convert::<f64>()
                     .to_vec()
-                    .expect("two control values read back");
+                    .expect("three control values read back");
+                agreed_trained = Some(Duration::from_secs_f64(control[2].max(0.0)));
                 if control[0] > 0.0 {
                     // This peer's own signal, or SIGTERM's number for one sent to another peer.
                     agreed_stop = Some(if signal != 0 { signal } else { 15 });
@@ -556,7 +606,7 @@ fn train_replica<B: AutodiffBackend>(
                 (grads, Some(control[1]))
             }
         };
-        model = apply_update(model, &mut optimizer, grads, lr, t);
+        model = optimizer.step(model, grads, lr, t);
         state.step += 1;
         // Read after the update is queued, so a GPU is not left idle waiting for the read.
         let loss_value =
@@ -573,10 +623,12 @@ fn train_replica<B: AutodiffBackend>(
         }
         let spent = step_started.elapsed();
         train_time += spent;
+        local_trained += spent;
+        state.trained = agreed_trained.unwrap_or(local_trained);
         window_time += spent;
         window_steps += 1;
         steps_run += 1;
-        bar.set_position(state.step as u64);
+        bar.set_position(bar_position(&state));
     }
     bar.finish_and_clear();
 
@@ -593,6 +645,7 @@ fn train_replica<B: AutodiffBackend>(
     let last_eval = state.last_eval.expect("the final step is always evaluated");
     let wall_time = started.elapsed();
     let tokens_per_sec = steps_run as f64 * tokens_per_step / train_time.as_secs_f64().max(1e-9);
+    let tokens_seen = (state.step as f64 * tokens_per_step) as u64;
     if !lead {
         return Ok(TrainReport {
             run_dir: run_dir.clone(),
@@ -603,6 +656,7 @@ fn train_replica<B: AutodiffBackend>(
             last_eval,
             val_loss_full,
             train_time,
+            tokens_seen,
             wall_time,
             tokens_per_sec,
             sample: String::new(),
@@ -631,6 +685,9 @@ fn train_replica<B: AutodiffBackend>(
         best_val_loss: state.best_val.unwrap_or(last_eval.val),
         wall_time_s: wall_time.as_secs_f64(),
         train_time_s: train_time.as_secs_f64(),
+        train_time_total_s: state.trained.as_secs_f64(),
+        time_budget_s: budget.map(|b| b.as_secs_f64()),
+        tokens_seen,
         tokens_per_sec,
         resumed_at: state.resumed_at,
     };
@@ -652,6 +709,7 @@ fn train_replica<B: AutodiffBackend>(
         last_eval,
         val_loss_full,
         train_time,
+        tokens_seen,
         wall_time,
         tokens_per_sec,
         sample,
@@ -676,8 +734,17 @@ pub struct RunSummary {
     pub best_val_loss: f64,
     /// The whole invocation: evaluations, checkpoints and the sample included.
     pub wall_time_s: f64,
-    /// Optimisation steps only.
+    /// Optimisation steps only, this invocation's.
     pub train_time_s: f64,
+    /// Optimisation steps of the whole run, resumed parts included: what a time budget counts.
+    #[serde(default)]
+    pub train_time_total_s: f64,
+    /// The run's time budget, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_budget_s: Option<f64>,
+    /// Tokens trained on over the whole run.
+    #[serde(default)]
+    pub tokens_seen: u64,
     pub tokens_per_sec: f64,
     /// The step this invocation resumed from, if it did (times then cover only the rest).
     pub resumed_at: Option<usize>,
@@ -694,43 +761,9 @@ struct RunState {
     last_eval: Option<LossEstimate>,
     best_val: Option<f64>,
     resumed_at: Option<usize>,
+    /// Training time spent up to `step` (agreed among peers), resumed parts included.
+    trained: Duration,
 }
-
-/// One optimizer update as training makes it: clip by global norm (if configured), decoupled
-/// weight decay, then AdamW with the step's learning rate.
-pub fn apply_update<B: AutodiffBackend, O: Optimizer<LanguageModel<B>, B>>(
-    model: LanguageModel<B>,
-    optimizer: &mut O,
-    mut grads: GradientsParams,
-    lr: f64,
-    t: &crate::TrainingSpec,
-) -> LanguageModel<B> {
-    if let Some(max_norm) = t.grad_clip {
-        grads = grads::clip_global_norm(&model, grads, max_norm).0;
-    }
-    let o = &t.optimizer;
-    let model = grads::apply_weight_decay(model, lr, o.weight_decay, o.decay_matrices_only);
-    optimizer.step(lr, model, grads)
-}
-
-/// The run's AdamW (betas and epsilon from the config; weight decay is `apply_update`'s).
-pub fn adamw<B: AutodiffBackend>(
-    t: &crate::TrainingSpec,
-) -> impl Optimizer<LanguageModel<B>, B, Record = OptimizerRecord<B>> {
-    let o = &t.optimizer;
-    // Decay is applied by `grads::apply_weight_decay`, which can spare rank-1 parameters.
-    burn::optim::adaptor::OptimizerAdaptor::from(FusedAdamW::new(
-        o.beta1 as f32,
-        o.beta2 as f32,
-        o.eps as f32,
-    ))
-}
-
-pub type OptimizerRecord<B> = <burn::optim::adaptor::OptimizerAdaptor<
-    FusedAdamW,
-    LanguageModel<B>,
-    B,
-> as Optimizer<LanguageModel<B>, B>>::Record;
 
 /// The weights `init_from` names, for the prepared architecture (its context may be shorter).
 fn pretrained<B: Backend>(
@@ -807,10 +840,10 @@ struct Checkpointer<'a> {
 }
 
 impl Checkpointer<'_> {
-    fn save<B: AutodiffBackend, O: Optimizer<LanguageModel<B>, B>>(
+    fn save<B: AutodiffBackend>(
         &self,
         model: &LanguageModel<B>,
-        optimizer: &O,
+        optimizer: &RunOptimizer<B>,
         state: &RunState,
         is_best: bool,
     ) -> Result<(), TrainError> {
@@ -826,13 +859,12 @@ impl Checkpointer<'_> {
                 last_eval: state.last_eval,
                 best_val_loss: state.best_val,
                 backend: self.backend.name().into(),
+                train_time_s: state.trained.as_secs_f64(),
             },
             model: Recorder32::default()
                 .record(model.clone().into_record(), ())
                 .map_err(|e| TrainError::Record(e.to_string()))?,
-            optimizer: Recorder32::default()
-                .record(optimizer.to_record(), ())
-                .map_err(|e| TrainError::Record(e.to_string()))?,
+            optimizer: optimizer.to_bytes()?,
         };
         checkpoint.write_atomic(&step_checkpoint_path(self.run_dir, state.step))?;
         activity::checkpoint_written(state.step);
@@ -860,9 +892,10 @@ fn write_run_file(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     })
 }
 
-fn progress_bar(steps: usize, enabled: bool) -> ProgressBar {
+/// A bar of `len` steps (or seconds of a budget: `unit` then says so).
+fn progress_bar(len: u64, unit: &str, enabled: bool) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
-        Some(steps as u64),
+        Some(len),
         if enabled {
             ProgressDrawTarget::stderr()
         } else {
@@ -870,9 +903,11 @@ fn progress_bar(steps: usize, enabled: bool) -> ProgressBar {
         },
     );
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}}{unit} {{msg}} (eta {{eta}})"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar
 }

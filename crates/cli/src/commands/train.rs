@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use tinygpt_train::{
     open_run, prepare, BackendKind, Cluster, ClusterError, Devices, MemoryEstimate, RunConfig,
-    TrainError, TrainOptions,
+    TimeBudget, TrainError, TrainOptions,
 };
 
 #[derive(Args)]
@@ -34,6 +34,11 @@ pub struct TrainArgs {
     /// Override the config's number of training steps (with --resume: train on to this step).
     #[arg(long)]
     max_iters: Option<usize>,
+    /// Train for this much training time instead of a number of steps ("10m", "90s", "1h30m";
+    /// evaluations and checkpoints not counted); the schedule stretches to it. With --resume:
+    /// the run's whole budget, so a larger one trains on.
+    #[arg(long, value_name = "DURATION")]
+    time_budget: Option<TimeBudget>,
     /// Override the config's random seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -175,7 +180,18 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(max_iters) = args.max_iters {
         config.training.max_iters = max_iters;
     }
-    if let Some(checkpoint) = &resume {
+    if let Some(budget) = args.time_budget {
+        config.training.time_budget = Some(budget);
+    }
+    if let (Some(checkpoint), Some(budget)) = (&resume, config.training.time_budget) {
+        if checkpoint.meta.train_time_s >= budget.as_secs_f64() {
+            bail!(
+                "the run has already trained for {:.1}s, its whole time budget of {budget}: \
+                 pass a larger --time-budget to train further",
+                checkpoint.meta.train_time_s
+            );
+        }
+    } else if let Some(checkpoint) = &resume {
         if checkpoint.meta.step >= config.training.max_iters {
             bail!(
                 "the run is already at step {} (max_iters {}): pass a larger --max-iters to \

@@ -679,3 +679,45 @@ fn info_into_a_pipe_closed_early_is_not_an_error() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_time_budget_from_the_command_line_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // max_iters far beyond what a second allows: the budget, not the step count, ends it.
+    let config = write_config(d, "small.ron", SMALL_MODEL, 1_000_000);
+    let out = tinygpt(
+        &["train", &config, "--time-budget", "1s", "--out", "run"],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("for 1s of training time (evaluations and checkpoints not counted)"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("run/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["time_budget_s"], 1.0);
+    let trained = summary["train_time_total_s"].as_f64().unwrap();
+    assert!((1.0..2.0).contains(&trained), "{summary}");
+    let steps = summary["steps"].as_u64().unwrap();
+    assert!(steps > 10 && steps < 1_000_000, "{summary}");
+    assert_eq!(summary["tokens_seen"].as_u64().unwrap(), steps * 8 * 8);
+    // The run's config keeps the budget, so a resume knows it is spent.
+    assert!(std::fs::read_to_string(d.join("run/config.ron"))
+        .unwrap()
+        .contains("time_budget: \"1s\""));
+    assert_fails_with(
+        &tinygpt(&["train", "--resume", "run"], d),
+        &["whole time budget of 1s", "--time-budget"],
+    );
+    // A malformed budget is a usage error (clap's exit code 2) saying how to write one.
+    let bad = tinygpt(&["train", &config, "--time-budget", "soon"], d);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("\"10m\""),
+        "{}",
+        text(&bad.stderr)
+    );
+}
