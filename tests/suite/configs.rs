@@ -67,6 +67,9 @@ fn expected_params(name: &str) -> Option<usize> {
         "transformer" => 42_369,
         // 65 x 32 embedding, 3 Llama blocks of 12,608, the final RMSNorm, a 32 x 65 head.
         "llama_char" => 42_016,
+        // 65 x 128 embedding, 4 speedrun blocks of 196,672 (no biases, no norm weights, QK-norm
+        // 2 x 32), 6 x 2 skip scalars, a 128 x 65 head without bias.
+        "speedrun_cpu" => 803_340,
         // nanoGPT's CPU shape with gpt.py's blocks: 4 x 198,272 + embeddings, ln_f and lm_head.
         "nanogpt_cpu" | "nanogpt_cpu_recipe" => 816_705,
         "gpt" | "nanogpt_shakespeare_char" => 10_788_929,
@@ -146,6 +149,7 @@ fn every_config_builds_with_the_stated_parameter_count() {
             "nanogpt_cpu_recipe",
             "nanogpt_shakespeare_char",
             "shakespeare_bpe",
+            "speedrun_cpu",
             "transformer"
         ]
     );
